@@ -1,0 +1,74 @@
+"""Frozen configuration of the model side: training and inference choices.
+
+These dataclasses are sections of the whole config tree (``leukoscreen.pipeline.config``); they
+live here so that ``leukoscreen.model`` can use them without importing the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ARCHS = ("gp", "np", "srcnn", "vdsr", "srresnet")
+SCALES = (4, 8)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How ``leukoscreen train`` trains one network (paper §2.5 and §3.4).
+
+    Attributes:
+        arch: one of ``gp``, ``np``, ``srcnn``, ``vdsr``, ``srresnet``.
+        scale: super-resolution factor, 4 or 8.
+        epochs: passes over the training split (paper: 100).
+        batch_size: images per optimiser step (paper: 8).
+        lr: Adam learning rate at step 0 (paper: 1e-4).
+        lr_halve_every_epochs: halve the learning rate every this many epochs (paper §3.4: 10);
+            0 keeps it constant.
+        prior_weight: lambda, the weight of the parsing BCE loss (paper: 1).
+        charbonnier_eps: epsilon of the Charbonnier penalty (paper: 1e-3).
+        hr_size_px: side of the square HR training image (paper: 224); 0 keeps each data set's own
+            size group (see ``leukoscreen.model.data``).
+        seed: seed of initialisation, shuffling and the split.
+        precision: ``auto`` (bf16 autocast on CPU with AMX/AVX-512 bf16 and on CUDA), ``bf16`` or
+            ``fp32``.
+        num_threads: torch intra-op threads; 0 means all cores.
+    """
+
+    arch: str = "gp"
+    scale: int = 8
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1e-4
+    lr_halve_every_epochs: int = 10
+    prior_weight: float = 1.0
+    charbonnier_eps: float = 1e-3
+    hr_size_px: int = 0
+    seed: int = 0
+    precision: str = "auto"
+    num_threads: int = 0
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How cells are super-resolved in ``leukoscreen run`` and ``leukoscreen upscale``.
+
+    Attributes:
+        arch: network to use; ``gp`` (geometry prior, the paper's model) gives parsing maps.
+        scale: super-resolution factor, 4 or 8.
+        hr_size_px: side of the square super-resolved cell image, in HR pixels (paper: 224).
+        context_margin_px: LR pixels of context added on each side of a crop before SR and trimmed
+            after it, so the network's zero padding does not touch the cell.
+        batch_size: cells per SR task (and per Zarr chunk of the cell arrays).
+        device: ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
+        precision: ``auto``, ``bf16`` or ``fp32``.
+        checkpoint: path of a checkpoint to use instead of the shipped weights; empty for shipped.
+    """
+
+    arch: str = "gp"
+    scale: int = 8
+    hr_size_px: int = 224
+    context_margin_px: int = 4
+    batch_size: int = 16
+    device: str = "auto"
+    precision: str = "auto"
+    checkpoint: str = ""

@@ -1,0 +1,1 @@
+"""leukoscreen.pipeline: slide reading, leukocyte detection, crops, inference, Zarr store, CLI."""

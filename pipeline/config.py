@@ -1,0 +1,249 @@
+"""The whole configuration tree: frozen dataclasses, loaded from TOML, overridden by flags.
+
+Defaults live in code (the dataclasses below); ``config.toml`` at the top of the project holds the
+deployed choices with every key commented; command-line flags override single keys. Loading is
+strict: an unknown section or key, a wrong type or invalid TOML is a :class:`ConfigError` naming
+the file and the dotted key, with what was expected and what was found. The resolved config is
+saved into every output store and checkpoint (``to_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from leukoscreen.model.config import InferenceConfig, TrainConfig
+from leukoscreen.model.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SlideConfig:
+    """Reading the scan.
+
+    Attributes:
+        mpp: microns per level-0 pixel; 0 reads it from the slide metadata (``--mpp`` overrides).
+        expected_mpp: the pixel size the model expects at ``scale``x8 (BCCD-derived example:
+            0.52 um/px at x8, 0.26 um/px at x4 after dividing by the scale ratio); a slide whose mpp
+            differs from this by more than ``mpp_tolerance`` (as a ratio) is refused.
+        mpp_tolerance: largest accepted ratio between the slide mpp and the expected one.
+    """
+
+    mpp: float = 0.0
+    expected_mpp: float = 0.52
+    mpp_tolerance: float = 2.5
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Finding leukocytes at the scan's own resolution.
+
+    Attributes:
+        tile_size_px: side of a detection tile's core, level-0 pixels.
+        halo_px: pixels read around each core so cells on a core edge are seen whole.
+        min_area_um2: smallest nucleus area kept, square microns.
+        max_area_um2: largest nucleus area kept (bigger blobs are clumps or debris).
+        merge_distance_um: nucleus fragments closer than this are one cell (lobes of one nucleus).
+        foreground_level_mpp: pixel size of the low pyramid level used to skip empty glass.
+    """
+
+    tile_size_px: int = 2048
+    halo_px: int = 64
+    min_area_um2: float = 12.0
+    max_area_um2: float = 400.0
+    merge_distance_um: float = 3.0
+    foreground_level_mpp: float = 8.0
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """The Zarr store.
+
+    Attributes:
+        compression_level: zstd level of the cell arrays (1 fast ... 9 small).
+        resume: continue an existing store made by the same slide, scale and model.
+        overwrite: delete an existing store and start over.
+    """
+
+    compression_level: int = 3
+    resume: bool = False
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where the Dask graph runs.
+
+    Attributes:
+        scheduler: address of an existing Dask scheduler; empty starts an embedded LocalCluster.
+        n_workers: LocalCluster worker processes; 0 sizes them to the machine.
+        threads_per_worker: threads per worker process; 0 lets leukoscreen choose.
+        memory_limit: per-worker memory limit for the LocalCluster (Dask syntax, e.g. "4GiB").
+        max_batches_in_flight: SR batches submitted but not yet finished, per worker.
+        dashboard: start the Dask dashboard of the embedded cluster and print its link.
+    """
+
+    scheduler: str = ""
+    n_workers: int = 0
+    threads_per_worker: int = 0
+    memory_limit: str = "auto"
+    max_batches_in_flight: int = 2
+    dashboard: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration of one leukoscreen invocation."""
+
+    slide: SlideConfig = field(default_factory=SlideConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {tp}, found {type(value).__name__} {value!r}")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected bool, found {type(value).__name__} {value!r}")
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected int, found bool {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(
+            f"{where}: expected {_type_name(tp)}, found {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: str = "") -> T:
+    """Build the dataclass ``cls`` from nested ``data``, strictly.
+
+    Args:
+        cls: a frozen dataclass type whose fields are scalars or nested dataclasses.
+        data: the parsed TOML table.
+        source: file name (or ``"--set"``) used at the start of error messages.
+        prefix: dotted key of ``data`` inside the whole tree.
+
+    Raises:
+        ConfigError: on an unknown key or a value of the wrong type.
+    """
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(
+                f"{source}: unknown key {dotted!r}; expected one of {', '.join(sorted(known))}"
+            )
+        tp = hints[key]
+        if is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"{source}: {dotted!r} must be a table [{dotted}], found {value!r}"
+                )
+            kwargs[key] = from_mapping(tp, value, source=source, prefix=dotted + ".")  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _coerce(value, tp, f"{source}: key {dotted!r}")
+    return cls(**kwargs)
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Load the config tree from ``path`` (defaults in code for keys it omits).
+
+    Args:
+        path: a TOML file; ``None`` gives the built-in defaults.
+
+    Raises:
+        ConfigError: the file is missing, is not valid TOML, or has an unknown key or wrong type.
+    """
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: config file not found") from err
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config file ({err.__class__.__name__})") from err
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from err
+    return from_mapping(Config, data, source=str(path))
+
+
+def override(config: T, **changes: Any) -> T:
+    """Return ``config`` with dotted keys replaced, e.g. ``override(c, **{"inference.scale": 4})``.
+
+    ``None`` values are skipped, so optional CLI flags can be passed straight through.
+
+    Raises:
+        ConfigError: a key that does not exist or a value of the wrong type.
+    """
+    for dotted, value in changes.items():
+        if value is None:
+            continue
+        config = _override_one(config, dotted.split("."), value, dotted)
+    return config
+
+
+def _override_one(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
+    names = {f.name for f in fields(obj)}
+    head = parts[0]
+    if head not in names:
+        raise ConfigError(f"override: unknown key {dotted!r}")
+    if len(parts) == 1:
+        tp = typing.get_type_hints(type(obj))[head]
+        return replace(obj, **{head: _coerce(value, tp, f"override: key {dotted!r}")})
+    return replace(obj, **{head: _override_one(getattr(obj, head), parts[1:], value, dotted)})
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config tree as plain nested dicts (for TOML output, store attributes, checkpoints)."""
+    return dataclasses.asdict(config)
+
+
+def to_toml(config: Any) -> str:
+    """Render a config tree as TOML (only scalars and one level of tables occur)."""
+    lines: list[str] = []
+    for section, table in to_dict(config).items():
+        lines.append(f"[{section}]")
+        for key, value in table.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    return repr(value)
+

@@ -1,0 +1,1 @@
+"""leukoscreen.workflows: many-slide batch runs on SLURM/PBS clusters via dask-jobqueue."""
