@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit status (also used by tests)."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="leukoscreen", standalone_mode=False)
+        # Without standalone mode click returns the code of an Exit (typer.Exit(code=1) in a
+        # command body) instead of raising it; anything else is the command's return value.
+        status = command.main(args=argv, prog_name="leukoscreen", standalone_mode=False)
     except typer.Exit as stop:
         return int(stop.exit_code)
     except typer.Abort:
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     except LeukoscreenError as err:
         typer.echo(f"leukoscreen: error: {err}", err=True)
         return 2
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -213,6 +213,8 @@ def override(config: T, **changes: Any) -> T:
 
 
 def _override_one(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
+    if not is_dataclass(obj):  # the key goes deeper than the tree, e.g. "inference.scale.x"
+        raise ConfigError(f"override: unknown key {dotted!r}")
     names = {f.name for f in fields(obj)}
     head = parts[0]
     if head not in names:
@@ -246,4 +248,3 @@ def _toml_value(value: Any) -> str:
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{escaped}"'
     return repr(value)
-
