@@ -1,0 +1,241 @@
+"""Shared fixtures: synthetic slides with leukocytes at known positions, and the real-data folder.
+
+The synthetic smear (:func:`make_smear`) is 3000 x 2500 px at 0.5 um/px: a pink plasma background,
+red cells (7-8 um discs with a pale centre) and leukocytes drawn as a lavender cytoplasm disc with
+a dark-purple nucleus — round, bean-shaped, or 2-4 touching/near lobes (a neutrophil). A band of
+empty glass on the right lets tests check that empty tiles are skipped. Leukocyte centres are the
+centroids of the drawn nucleus pixels, so tests can compare detections to them exactly.
+Other engineers may append fixtures at the end of this file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from skimage.draw import disk, ellipse
+
+SMEAR_MPP = 0.5
+SMEAR_SHAPE = (3000, 2500)  # (height, width) level-0 px
+GLASS_COL = 2200  # columns from here on are empty glass
+BACKGROUND_RGB = (236, 205, 208)
+GLASS_RGB = (246, 246, 244)
+RBC_RGB = (214, 128, 138)
+CYTOPLASM_RGB = (212, 190, 222)
+NUCLEUS_RGB = (92, 44, 134)
+
+
+@dataclass(frozen=True)
+class Leukocyte:
+    """One drawn leukocyte: nucleus centroid (row, col) level-0 px, nucleus area, lobes."""
+
+    row: float
+    col: float
+    area_um2: float
+    lobes: int
+    cell_radius_px: float
+
+
+@dataclass(frozen=True)
+class SyntheticSlide:
+    """A written synthetic slide and what is on it."""
+
+    path: Path
+    rgb: np.ndarray  # (H, W, 3) uint8, the level-0 pixels written
+    mpp: float
+    cells: tuple[Leukocyte, ...]
+    vendor: str
+    level_shapes: tuple[tuple[int, int], ...]  # (height, width) per level
+
+
+# (row, col, cell diameter um, nucleus kind); several sit across multiples of 256, 512 and 333 px
+# (tile borders of the tests), two close to the slide edge, sizes span 7 to 20 um.
+_LEUKOCYTES = [
+    (120, 140, 12.0, "round"),
+    (512, 700, 10.0, "round"),
+    (700, 1023, 14.0, "lobed3"),
+    (1000, 1536, 9.0, "round"),
+    (1024, 333, 16.0, "bean"),
+    (1536, 1280, 12.0, "lobed2"),
+    (1700, 666, 7.5, "round"),
+    (2048, 2048, 13.0, "lobed4"),
+    (2300, 999, 20.0, "bean"),
+    (2600, 1800, 11.0, "lobed3"),
+    (2985, 400, 9.0, "round"),
+    (1400, 14, 10.0, "round"),
+]
+
+
+def _paint(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> None:
+    rgb[mask] = colour
+
+
+def make_smear(seed: int = 0) -> tuple[np.ndarray, tuple[Leukocyte, ...]]:
+    """Draw the synthetic smear.
+
+    Returns:
+        (3000, 2500, 3) uint8 RGB and the leukocytes with their exact nucleus centroids.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = SMEAR_SHAPE
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[:] = BACKGROUND_RGB
+    rgb[:, GLASS_COL:] = GLASS_RGB
+    um = 1.0 / SMEAR_MPP  # px per micron
+
+    occupied = np.zeros((height, width), bool)
+    for row, col, diameter_um, _ in _LEUKOCYTES:
+        rr, cc = disk((row, col), diameter_um * um / 2 + 8, shape=(height, width))
+        occupied[rr, cc] = True
+
+    # Red cells: ~7.5 um discs with a paler centre, never on a leukocyte or on the glass band.
+    for _ in range(2500):
+        row, col = rng.uniform(0, height), rng.uniform(0, GLASS_COL - 10)
+        radius = rng.uniform(3.5, 4.0) * um
+        rr, cc = disk((row, col), radius, shape=(height, width))
+        if occupied[rr, cc].any():
+            continue
+        rgb[rr, cc] = RBC_RGB
+        rr2, cc2 = disk((row, col), radius * 0.45, shape=(height, width))
+        rgb[rr2, cc2] = (226, 160, 168)
+
+    cells = []
+    for row, col, diameter_um, kind in _LEUKOCYTES:
+        cell_r = diameter_um * um / 2
+        rr, cc = disk((row, col), cell_r, shape=(height, width))
+        rgb[rr, cc] = CYTOPLASM_RGB
+        nucleus = np.zeros((height, width), bool)
+        nuc_r = cell_r * 0.55
+        if kind == "round":
+            rr, cc = disk((row, col), nuc_r, shape=(height, width))
+            nucleus[rr, cc] = True
+            lobes = 1
+        elif kind == "bean":
+            rr, cc = ellipse(
+                row, col, nuc_r * 0.7, nuc_r * 1.2, shape=(height, width), rotation=0.6
+            )
+            nucleus[rr, cc] = True
+            rr, cc = disk((row + nuc_r * 0.3, col), nuc_r * 0.35, shape=(height, width))
+            nucleus[rr, cc] = False  # the notch
+            lobes = 1
+        else:
+            lobes = int(kind[-1])
+            lobe_r = nuc_r * 0.5
+            ring = nuc_r * 0.62  # neighbouring lobes 0-2 px apart: one cell
+            for k in range(lobes):
+                angle = 2 * np.pi * k / lobes + 0.3
+                centre = (row + ring * np.sin(angle), col + ring * np.cos(angle))
+                rr, cc = disk(centre, lobe_r, shape=(height, width))
+                nucleus[rr, cc] = True
+        rgb[nucleus] = NUCLEUS_RGB
+        rows, cols = np.nonzero(nucleus)
+        cells.append(
+            Leukocyte(
+                row=float(rows.mean()),
+                col=float(cols.mean()),
+                area_um2=float(len(rows)) * SMEAR_MPP**2,
+                lobes=lobes,
+                cell_radius_px=cell_r,
+            )
+        )
+    noise = rng.normal(0.0, 3.0, rgb.shape)
+    rgb = np.clip(rgb + noise, 0, 255).astype(np.uint8)
+    return rgb, tuple(cells)
+
+
+def downsample(rgb: np.ndarray, factor: int) -> np.ndarray:
+    """Block-mean downsample of (H, W, 3) uint8 by an integer factor (edges padded white)."""
+    height, width = rgb.shape[:2]
+    out_h, out_w = -(-height // factor), -(-width // factor)
+    padded = np.full((out_h * factor, out_w * factor, 3), 255, np.float32)
+    padded[:height, :width] = rgb
+    blocks = padded.reshape(out_h, factor, out_w, factor, 3).mean(axis=(1, 3))
+    return (blocks + 0.5).astype(np.uint8)
+
+
+def write_svs(
+    path: Path, rgb: np.ndarray, mpp: float, *, factors: tuple[int, ...] = (4, 16)
+) -> None:
+    """Write an Aperio-style tiled pyramidal .svs (zlib tiles, lossless) that OpenSlide opens."""
+    height, width = rgb.shape[:2]
+    head = f"Aperio Image Library v10.0.0\n{width}x{height} [0,0 {width}x{height}] (256x256) "
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(
+            rgb,
+            tile=(256, 256),
+            compression="zlib",
+            photometric="rgb",
+            description=head + f"RAW|AppMag = 20|MPP = {mpp}",
+            metadata=None,
+        )
+        for factor in factors:
+            level = downsample(rgb, factor)
+            tif.write(
+                level,
+                tile=(256, 256),
+                compression="zlib",
+                photometric="rgb",
+                description=head + f"-> {level.shape[1]}x{level.shape[0]} RAW|",
+                metadata=None,
+            )
+
+
+def write_generic_tiff(path: Path, rgb: np.ndarray, mpp: float, *, tiled: bool = True) -> None:
+    """Write a generic TIFF (tiled or stripped) with the pixel size in the resolution tags."""
+    px_per_cm = 1e4 / mpp
+    tifffile.imwrite(
+        path,
+        rgb,
+        tile=(256, 256) if tiled else None,
+        rowsperstrip=None if tiled else 64,
+        compression="zlib",
+        photometric="rgb",
+        resolution=(px_per_cm, px_per_cm),
+        resolutionunit="CENTIMETER",
+        metadata=None,
+    )
+
+
+@pytest.fixture(scope="session")
+def smear() -> tuple[np.ndarray, tuple[Leukocyte, ...]]:
+    """The synthetic smear pixels and its leukocytes (drawn once per session)."""
+    return make_smear()
+
+
+@pytest.fixture(scope="session")
+def svs_slide(
+    tmp_path_factory: pytest.TempPathFactory, smear: tuple[np.ndarray, tuple[Leukocyte, ...]]
+) -> SyntheticSlide:
+    """The synthetic smear as an Aperio .svs: 3 levels (x1, x4, x16), MPP = 0.5."""
+    rgb, cells = smear
+    path = tmp_path_factory.mktemp("svs") / "smear.svs"
+    write_svs(path, rgb, SMEAR_MPP)
+    shapes = ((3000, 2500), (750, 625), (188, 157))
+    return SyntheticSlide(path, rgb, SMEAR_MPP, cells, "aperio", shapes)
+
+
+@pytest.fixture(scope="session")
+def tiff_slide(
+    tmp_path_factory: pytest.TempPathFactory, smear: tuple[np.ndarray, tuple[Leukocyte, ...]]
+) -> SyntheticSlide:
+    """The synthetic smear as a generic single-level tiled TIFF with resolution tags."""
+    rgb, cells = smear
+    path = tmp_path_factory.mktemp("tiff") / "smear.tif"
+    write_generic_tiff(path, rgb, SMEAR_MPP)
+    return SyntheticSlide(path, rgb, SMEAR_MPP, cells, "generic-tiff", ((3000, 2500),))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout or ``$LEUKOSCREEN_SHARED[/data]``; skip if absent."""
+    env = os.environ.get("LEUKOSCREEN_SHARED")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+    if (path / "data").is_dir():
+        path = path / "data"
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path} (set LEUKOSCREEN_SHARED)")
+    return path
