@@ -1,0 +1,91 @@
+"""Image-quality and parsing metrics (paper §3.4: PSNR and SSIM on Y, float32).
+
+Border convention (fixed everywhere in leukoscreen): ``shave_px`` pixels are removed from each
+side before scoring, with ``shave_px = scale`` (the common SR-benchmark convention: the outermost
+LR pixel's footprint is where zero padding and border handling differ most). Only the ``valid``
+extent of original pixels is scored (see ``leukoscreen.model.data.fit_to_size``). Luminance is in
+[0, 1] units of MATLAB's ``rgb2ycbcr``, so the PSNR peak is 1.
+
+SSIM is Wang et al. (IEEE TIP 2004): Gaussian window sigma 1.5 (11x11), K1 0.01, K2 0.03,
+population covariance -- scikit-image's ``structural_similarity`` with
+``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+from skimage.metrics import structural_similarity
+
+PARSING_CLASSES = {1: "cytoplasm", 2: "nucleus"}  # background (0) is not averaged into mIoU
+
+
+def _prepare(
+    reference: NDArray[np.floating], test: NDArray[np.floating], shave_px: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    reference = np.asarray(reference, dtype=np.float32)
+    test = np.asarray(test, dtype=np.float32)
+    if reference.shape != test.shape or reference.ndim != 2:
+        raise ValueError(
+            f"expected two (H, W) images of one shape, got {reference.shape} and {test.shape}"
+        )
+    if shave_px:
+        if min(reference.shape) <= 2 * shave_px:
+            raise ValueError(f"image {reference.shape} too small to shave {shave_px} px per side")
+        reference = reference[shave_px:-shave_px, shave_px:-shave_px]
+        test = test[shave_px:-shave_px, shave_px:-shave_px]
+    return reference, test
+
+
+def psnr(
+    reference: NDArray[np.floating], test: NDArray[np.floating], *, shave_px: int = 0
+) -> float:
+    """Peak signal-to-noise ratio in dB of (H, W) luminance in [0, 1] (peak 1), float32."""
+    reference, test = _prepare(reference, test, shave_px)
+    mse = float(np.mean((reference - test) ** 2, dtype=np.float64))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
+
+
+def ssim(
+    reference: NDArray[np.floating], test: NDArray[np.floating], *, shave_px: int = 0
+) -> float:
+    """Structural similarity (Wang et al. 2004) of (H, W) luminance in [0, 1], float32."""
+    reference, test = _prepare(reference, test, shave_px)
+    return float(
+        structural_similarity(
+            reference,
+            test,
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            K1=0.01,
+            K2=0.03,
+        )
+    )
+
+
+def parsing_scores(
+    reference: NDArray[np.integer], predicted: NDArray[np.integer]
+) -> dict[str, float]:
+    """IoU and Dice per class (cytoplasm, nucleus) and their means, of two label maps.
+
+    Returns:
+        ``{"iou_cytoplasm", "iou_nucleus", "dice_cytoplasm", "dice_nucleus", "miou", "mdice"}``;
+        a class absent from both maps scores 1.
+    """
+    reference = np.asarray(reference)
+    predicted = np.asarray(predicted)
+    if reference.shape != predicted.shape:
+        raise ValueError(f"label maps differ in shape: {reference.shape} vs {predicted.shape}")
+    scores: dict[str, float] = {}
+    for label, name in PARSING_CLASSES.items():
+        ref, pred = reference == label, predicted == label
+        intersection = float(np.logical_and(ref, pred).sum())
+        union = float(np.logical_or(ref, pred).sum())
+        total = float(ref.sum() + pred.sum())
+        scores[f"iou_{name}"] = 1.0 if union == 0 else intersection / union
+        scores[f"dice_{name}"] = 1.0 if total == 0 else 2.0 * intersection / total
+    scores["miou"] = float(np.mean([scores[f"iou_{n}"] for n in PARSING_CLASSES.values()]))
+    scores["mdice"] = float(np.mean([scores[f"dice_{n}"] for n in PARSING_CLASSES.values()]))
+    return scores

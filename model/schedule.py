@@ -1,0 +1,84 @@
+"""The documented CPU training schedule: every shipped network, in order, resumable.
+
+``python -m leukoscreen.model.schedule --data DIR --runs DIR`` trains each (arch, scale) of
+:data:`CPU_SCHEDULE` into ``runs/<arch>_x<scale>/`` with ``leukoscreen.model.train.train``,
+resuming whatever a previous call left, and after each one exports its best weights (fp16) into
+the package's ``weights/`` folder when they beat the shipped ones on validation PSNR.
+
+The paper trains 100 epochs per network on two GPUs (§2.5). On a 2-core CPU we run the first
+``epochs`` epochs of that same recipe (Adam 1e-4, halved every 10 epochs, batch 8, whole images);
+the numbers are in ``docs/model-card.md``. Kill it at any time and call it again to continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from leukoscreen.model.checkpoint import (
+    WEIGHTS_DIR,
+    load_weights,
+    read_manifest,
+    register_shipped,
+    save_weights,
+)
+from leukoscreen.model.config import TrainConfig
+from leukoscreen.model.train import train
+
+# (arch, scale, epochs), most important first so a partial run still ships the main model.
+CPU_SCHEDULE: tuple[tuple[str, int, int], ...] = (
+    ("gp", 8, 12),
+    ("np", 8, 12),
+    ("srcnn", 8, 12),
+    ("srresnet", 8, 12),
+    ("gp", 4, 12),
+    ("np", 4, 12),
+    ("srcnn", 4, 12),
+    ("srresnet", 4, 12),
+    ("vdsr", 8, 6),
+    ("vdsr", 4, 6),
+)
+
+
+def export_if_better(best: Path, arch: str, scale: int) -> bool:
+    """Copy ``best`` into the shipped weights (fp16) if its val PSNR beats the shipped one."""
+    loaded = load_weights(best)
+    new_psnr = float(loaded.meta["metrics"].get("val_psnr", float("-inf")))
+    entry = read_manifest().get(f"{arch}_x{scale}")
+    if entry is not None and float(entry["metrics"].get("val_psnr", float("-inf"))) >= new_psnr:
+        return False
+    target = WEIGHTS_DIR / f"{arch}_x{scale}.pt"
+    save_weights(
+        loaded.model, target, arch=arch, scale=scale,
+        arch_kwargs=loaded.meta["arch_kwargs"], config=loaded.meta["config"],
+        metrics=loaded.meta["metrics"], dtype=torch.float16,
+    )
+    register_shipped(arch, scale, target, metrics=loaded.meta["metrics"])
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the schedule (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="segmentation_WBC root")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="checkpoint folder")
+    parser.add_argument("--only", default="", help="comma list of <arch>_x<scale> to run")
+    parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply all epochs")
+    args = parser.parse_args(argv)
+    only = {s for s in args.only.split(",") if s}
+    for arch, scale, epochs in CPU_SCHEDULE:
+        name = f"{arch}_x{scale}"
+        if only and name not in only:
+            continue
+        cfg = replace(TrainConfig(), arch=arch, scale=scale, epochs=max(1, round(epochs * args.epochs_scale)))
+        result = train(cfg, data=args.data, run_dir=args.runs / name, resume=True, progress=True)
+        shipped = export_if_better(result.best_weights, arch, scale)
+        print(f"{name}: {result.epochs_done} epochs, best val PSNR "
+              f"{max(h['val_psnr'] for h in result.history):.3f} dB, shipped={shipped}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
