@@ -1,0 +1,157 @@
+"""Ready-to-use super-resolution: shipped weights in, uint8 RGB cells and parsing labels out.
+
+The pipeline calls exactly this API::
+
+    upscaler = load_pretrained("gp", scale=8)
+    sr, parsing = upscaler.upscale(lr)   # lr: (N, h, w, 3) uint8 RGB crops
+
+As in the paper (§2.4), the network super-resolves the luminance of MATLAB's ``rgb2ycbcr``; Cb
+and Cr are up-sampled with the same MATLAB-style bicubic, and the result is converted back to
+RGB, clipped and rounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from leukoscreen.model.checkpoint import LoadedWeights, load_weights, shipped_weights_path
+from leukoscreen.model.config import ARCHS, SCALES
+from leukoscreen.model.errors import CheckpointError, UsageError
+from leukoscreen.model.imresize import imresize, rgb2ycbcr, ycbcr2rgb
+from leukoscreen.model.train import autocast, resolve_device, resolve_precision
+
+MIN_LR_SIDE_PX = 4  # smaller crops carry no structure to super-resolve
+PARSING_COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], dtype=np.uint8)
+"""Label -> RGB as in the paper's Fig. 2: background black, cytoplasm red, nucleus blue."""
+
+
+@dataclass
+class Upscaler:
+    """A network bound to a device and precision, with the colour handling around it.
+
+    Attributes:
+        arch: ``gp``, ``np``, ``srcnn``, ``vdsr``, ``srresnet`` or ``bicubic`` (no network).
+        scale: SR factor.
+        checkpoint_sha256: sha256 of the weights file ('' for bicubic).
+        device: torch device the network runs on.
+        precision: ``bf16`` or ``fp32``.
+        model: the network in eval mode (None for bicubic).
+    """
+
+    arch: str
+    scale: int
+    checkpoint_sha256: str
+    device: torch.device
+    precision: str
+    model: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def has_prior(self) -> bool:
+        """Whether :meth:`upscale` returns parsing labels."""
+        return self.arch == "gp"
+
+    @torch.no_grad()
+    def upscale(self, lr: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None]:
+        """Super-resolve a batch of RGB crops.
+
+        Args:
+            lr: (N, h, w, 3) uint8 RGB, any h, w >= 4.
+
+        Returns:
+            ``sr`` (N, h*s, w*s, 3) uint8 RGB and ``parsing`` (N, h*s, w*s) uint8 labels
+            (0 background, 1 cytoplasm, 2 nucleus), or None for networks without a prior.
+        """
+        lr = np.asarray(lr)
+        if lr.ndim != 4 or lr.shape[-1] != 3 or lr.dtype != np.uint8:
+            raise ValueError(f"lr must be (N, h, w, 3) uint8, got {lr.shape} {lr.dtype}")
+        n, h, w, _ = lr.shape
+        if min(h, w) < MIN_LR_SIDE_PX:
+            raise ValueError(f"lr crops must be at least {MIN_LR_SIDE_PX} px per side, got {h}x{w}")
+        s = self.scale
+        if n == 0:
+            return np.zeros((0, h * s, w * s, 3), np.uint8), (
+                np.zeros((0, h * s, w * s), np.uint8) if self.has_prior else None
+            )
+        ycc = rgb2ycbcr(lr.astype(np.float64) / 255.0)  # (N, h, w, 3)
+        stacked = ycc.transpose(1, 2, 0, 3).reshape(h, w, n * 3)  # resize all planes at once
+        up = imresize(stacked, float(s)).reshape(h * s, w * s, n, 3).transpose(2, 0, 1, 3)
+        parsing = None
+        if self.model is None:
+            y = up[..., 0]
+        else:
+            source = ycc[..., 0] if getattr(self.model, "input_kind", "") == "lr" else up[..., 0]
+            x = torch.from_numpy(source[:, None].astype(np.float32)).to(self.device)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.precision):
+                sr, logits = self.model(x)
+            y = sr.float()[:, 0].cpu().numpy()
+            if logits is not None:
+                # channel order (nucleus, cytoplasm, background) -> labels (2, 1, 0)
+                parsing = (2 - logits.float().argmax(dim=1)).to(torch.uint8).cpu().numpy()
+        out = ycbcr2rgb(np.concatenate([y[..., None], up[..., 1:]], axis=-1))
+        return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8), parsing
+
+
+def _bind(loaded: LoadedWeights, device: str, precision: str) -> Upscaler:
+    dev = resolve_device(device)
+    model = loaded.model.to(dev).to(memory_format=torch.channels_last).eval()
+    return Upscaler(
+        arch=loaded.arch,
+        scale=loaded.scale,
+        checkpoint_sha256=loaded.sha256,
+        device=dev,
+        precision=resolve_precision(precision, dev),
+        model=model,
+    )
+
+
+def load_pretrained(
+    arch: str, scale: int, *, device: str = "auto", precision: str = "auto"
+) -> Upscaler:
+    """The shipped network ``arch`` at ``scale`` (``bicubic`` needs no weights).
+
+    Raises:
+        UsageError: unknown arch or scale.
+        CheckpointError: no shipped weights for them, or a file that fails its sha256 check.
+    """
+    if arch != "bicubic" and arch not in ARCHS:
+        raise UsageError(f"arch: expected bicubic or one of {', '.join(ARCHS)}, got {arch!r}")
+    if scale not in SCALES:
+        raise UsageError(f"scale: expected one of {', '.join(map(str, SCALES))}, got {scale!r}")
+    if arch == "bicubic":
+        dev = resolve_device(device)
+        return Upscaler("bicubic", scale, "", dev, resolve_precision(precision, dev))
+    path, sha = shipped_weights_path(arch, scale)
+    return _bind(load_weights(path, expected_sha256=sha), device, precision)
+
+
+def load_checkpoint(
+    path: Path | str,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    expected_arch: str | None = None,
+    expected_scale: int | None = None,
+) -> Upscaler:
+    """A network from any leukoscreen weights file (``best.pt`` of a run, or shipped).
+
+    Raises:
+        CheckpointError: unreadable file, or arch/scale other than the expected ones.
+    """
+    loaded = load_weights(path)
+    if expected_arch is not None and loaded.arch != expected_arch:
+        raise CheckpointError(f"{path}: holds arch {loaded.arch!r}, expected {expected_arch!r}")
+    if expected_scale is not None and loaded.scale != expected_scale:
+        raise CheckpointError(f"{path}: holds scale x{loaded.scale}, expected x{expected_scale}")
+    return _bind(loaded, device, precision)
+
+
+def colour_parsing(parsing: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Labels (..., H, W) -> RGB (..., H, W, 3) with :data:`PARSING_COLOURS`."""
+    return PARSING_COLOURS[parsing]
