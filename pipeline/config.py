@@ -213,7 +213,7 @@ def override(config: T, **changes: Any) -> T:
 
 
 def _override_one(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
-    if not is_dataclass(obj):  # the key goes deeper than the tree, e.g. "inference.scale.x"
+    if not hasattr(obj, "__dataclass_fields__"):  # a key below a leaf, e.g. "inference.scale.x"
         raise ConfigError(f"override: unknown key {dotted!r}")
     names = {f.name for f in fields(obj)}
     head = parts[0]
