@@ -101,7 +101,9 @@ def load_weights(path: Path | str, *, expected_sha256: str | None = None) -> Loa
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises pickle/zip/runtime errors for foreign files
-        raise CheckpointError(f"{path}: not a leukoscreen weights file ({err.__class__.__name__})") from err
+        raise CheckpointError(
+            f"{path}: not a leukoscreen weights file ({err.__class__.__name__})"
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
         raise CheckpointError(f"{path}: not a leukoscreen weights file (expected {WEIGHTS_FORMAT})")
     arch, scale = payload["arch"], int(payload["scale"])

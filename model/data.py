@@ -125,9 +125,7 @@ def read_image_folder(folder: Path | str, *, source: str | None = None) -> list[
                 )
         samples.append(Sample(f"{source}-{path.stem}", source, rgb, labels))
     if not samples:
-        raise DataError(
-            f"{folder}: no images found (expected {', '.join(IMAGE_SUFFIXES)} files)"
-        )
+        raise DataError(f"{folder}: no images found (expected {', '.join(IMAGE_SUFFIXES)} files)")
     return samples
 
 
@@ -241,8 +239,7 @@ class SRDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
     def _prepare(self, sample: Sample, size_px: int) -> dict[str, torch.Tensor]:
         if size_px % self.scale:
             raise DataError(
-                f"{sample.image_id}: training size {size_px} is not divisible by scale "
-                f"{self.scale}"
+                f"{sample.image_id}: training size {size_px} is not divisible by scale {self.scale}"
             )
         rgb, valid = fit_to_size(sample.rgb, size_px)
         hr = rgb2y(rgb.astype(np.float64) / 255.0)  # (H, W)
@@ -268,7 +265,9 @@ class SRDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return self.items[index]
 
-    def batches(self, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True) -> Iterator[list[int]]:
+    def batches(
+        self, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True
+    ) -> Iterator[list[int]]:
         """Index batches within size groups; the order depends only on (seed, epoch)."""
         rng = np.random.default_rng([seed, epoch])
         groups: dict[int, list[int]] = {}
@@ -279,7 +278,9 @@ class SRDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
             members = np.asarray(groups[size])
             if shuffle:
                 members = members[rng.permutation(len(members))]
-            batches += [members[i : i + batch_size].tolist() for i in range(0, len(members), batch_size)]
+            batches += [
+                members[i : i + batch_size].tolist() for i in range(0, len(members), batch_size)
+            ]
         if shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         yield from batches

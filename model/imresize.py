@@ -104,13 +104,16 @@ def imresize(image: FloatArray, scale: float) -> NDArray[np.float64]:
 
 
 # MATLAB rgb2ycbcr for double input in [0, 1]: ITU-R BT.601, studio range (Y in [16, 235]/255).
-_YCBCR_MATRIX = np.array(
-    [
-        [65.481, 128.553, 24.966],
-        [-37.797, -74.203, 112.0],
-        [112.0, -93.786, -18.214],
-    ]
-) / 255.0
+_YCBCR_MATRIX = (
+    np.array(
+        [
+            [65.481, 128.553, 24.966],
+            [-37.797, -74.203, 112.0],
+            [112.0, -93.786, -18.214],
+        ]
+    )
+    / 255.0
+)
 _YCBCR_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 
 

@@ -43,7 +43,7 @@ class SRResNet(nn.Module):
 
     def __init__(self, *, upscale: int, num_features: int = 64, num_blocks: int = 16) -> None:
         super().__init__()
-        stages = int(round(math.log2(upscale))) if upscale > 0 else -1
+        stages = round(math.log2(upscale)) if upscale > 0 else -1
         if stages < 1 or 2**stages != upscale:
             raise ValueError(f"upscale must be a power of two >= 2, got {upscale!r}")
         self.head = nn.Sequential(nn.Conv2d(1, num_features, 9, padding=4), nn.PReLU(num_features))

@@ -110,7 +110,12 @@ def split_samples(samples: list[Sample], seed: int) -> dict[str, list[Sample]]:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, dataset: SRDataset, *, device: torch.device, precision: str, batch_size: int = 8
+    model: nn.Module,
+    dataset: SRDataset,
+    *,
+    device: torch.device,
+    precision: str,
+    batch_size: int = 8,
 ) -> dict[str, float]:
     """Mean PSNR (Y, shave = scale, valid pixels) and, for prior models, parsing mIoU."""
     model.eval()
@@ -123,11 +128,15 @@ def evaluate(
         sr_np = sr.float().clamp(0, 1).cpu().numpy()[:, 0]
         hr_np = batch["hr"].cpu().numpy()[:, 0]
         for i, (rows, cols) in enumerate(batch["valid"].cpu().tolist()):
-            psnrs.append(psnr(hr_np[i, :rows, :cols], sr_np[i, :rows, :cols], shave_px=dataset.scale))
+            psnrs.append(
+                psnr(hr_np[i, :rows, :cols], sr_np[i, :rows, :cols], shave_px=dataset.scale)
+            )
             if logits is not None and batch["has_mask"][i] > 0:
                 predicted = 2 - logits[i].float().argmax(0).cpu().numpy()
                 reference = 2 - batch["onehot"][i].argmax(0).cpu().numpy()
-                mious.append(parsing_scores(reference[:rows, :cols], predicted[:rows, :cols])["miou"])
+                mious.append(
+                    parsing_scores(reference[:rows, :cols], predicted[:rows, :cols])["miou"]
+                )
     model.train()
     result = {"psnr": float(np.mean(psnrs))}
     if mious:
@@ -149,7 +158,9 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.arch not in ARCHS:
         raise UsageError(f"--arch: expected one of {', '.join(ARCHS)}, got {cfg.arch!r}")
     if cfg.scale not in SCALES:
-        raise UsageError(f"--scale: expected one of {', '.join(map(str, SCALES))}, got {cfg.scale!r}")
+        raise UsageError(
+            f"--scale: expected one of {', '.join(map(str, SCALES))}, got {cfg.scale!r}"
+        )
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise UsageError(f"epochs and batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
 
@@ -190,7 +201,9 @@ def train(
     run_dir = Path(run_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if last_path.exists() and not resume:
-        raise CheckpointError(f"{last_path}: a training run exists here; pass --resume or another --out")
+        raise CheckpointError(
+            f"{last_path}: a training run exists here; pass --resume or another --out"
+        )
     torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
     dev = resolve_device(device)
@@ -198,7 +211,9 @@ def train(
 
     parts = split_samples(read_samples(data), cfg.seed)
     if not parts["train"] or not parts["val"]:
-        raise DataError(f"{data}: too few images for a train/val split ({sum(map(len, parts.values()))})")
+        raise DataError(
+            f"{data}: too few images for a train/val split ({sum(map(len, parts.values()))})"
+        )
     if cfg.arch == "gp" and not any(s.labels is not None for s in parts["train"]):
         raise DataError(f"{data}: arch 'gp' needs parsing masks; none found")
     train_set = SRDataset(parts["train"], scale=cfg.scale, hr_size_px=cfg.hr_size_px)
@@ -212,27 +227,35 @@ def train(
     if resume and last_path.exists():
         state = torch.load(last_path, map_location=dev, weights_only=True)
         saved = state["config"]
-        if {**saved, "epochs": 0} != {**asdict(cfg), "epochs": 0} or state["arch_kwargs"] != arch_kwargs:
+        same_config = {**saved, "epochs": 0} == {**asdict(cfg), "epochs": 0}
+        if not same_config or state["arch_kwargs"] != arch_kwargs:
             raise CheckpointError(
                 f"{last_path}: was trained with another config; resume needs the same one "
                 f"(saved {saved}, given {asdict(cfg)})"
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history, best_psnr = int(state["epoch"]), list(state["history"]), float(state["best_psnr"])
+        start_epoch, history, best_psnr = (
+            int(state["epoch"]),
+            list(state["history"]),
+            float(state["best_psnr"]),
+        )
 
     run_dir.mkdir(parents=True, exist_ok=True)
     model.train()
-    epochs_this_call = 0
-    for epoch in range(start_epoch, cfg.epochs):
-        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-            break
+    end_epoch = cfg.epochs
+    if stop_after_epochs is not None:  # stop as if killed after this many epochs in this call
+        end_epoch = min(cfg.epochs, start_epoch + max(stop_after_epochs, 0))
+    for epoch in range(start_epoch, end_epoch):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch, cfg)
         batches = list(_batches(train_set, cfg, epoch))
         bar = tqdm(
-            batches, desc=f"{cfg.arch} x{cfg.scale} epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress, unit="batch", dynamic_ncols=True,
+            batches,
+            desc=f"{cfg.arch} x{cfg.scale} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            unit="batch",
+            dynamic_ncols=True,
         )
         seen, started, losses = 0, time.perf_counter(), []
         for indices in bar:
@@ -247,13 +270,16 @@ def train(
                     logits.float(), batch["onehot"], reduction="none"
                 ).mean(dim=(1, 2, 3))
                 weight = batch["has_mask"]
-                loss = loss + cfg.prior_weight * (per_image * weight).sum() / weight.sum().clamp(min=1)
+                prior_loss = (per_image * weight).sum() / weight.sum().clamp(min=1)
+                loss = loss + cfg.prior_weight * prior_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             seen += len(indices)
             losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
+            bar.set_postfix(
+                loss=f"{losses[-1]:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}"
+            )
         scores = evaluate(model, val_set, device=dev, precision=precision)
         record = {
             "epoch": epoch + 1,
@@ -265,14 +291,21 @@ def train(
         history.append(record)
         if progress:
             tqdm.write(
-                f"epoch {epoch + 1}: loss {record['train_loss']:.4f}, val PSNR {scores['psnr']:.3f} dB"
+                f"epoch {epoch + 1}: loss {record['train_loss']:.4f}, "
+                f"val PSNR {scores['psnr']:.3f} dB"
                 + (f", val mIoU {scores['miou']:.3f}" if "miou" in scores else "")
             )
         if scores["psnr"] > best_psnr:
             best_psnr = scores["psnr"]
             save_weights(
-                model, best_path, arch=cfg.arch, scale=cfg.scale, arch_kwargs=arch_kwargs,
-                config=asdict(cfg), metrics=record, dtype=torch.float32,
+                model,
+                best_path,
+                arch=cfg.arch,
+                scale=cfg.scale,
+                arch_kwargs=arch_kwargs,
+                config=asdict(cfg),
+                metrics=record,
+                dtype=torch.float32,
             )
         state = {
             "format": TRAIN_FORMAT,
@@ -287,8 +320,9 @@ def train(
         tmp = last_path.with_name("last.pt.tmp")
         torch.save(state, tmp)
         tmp.replace(last_path)  # atomic: a kill leaves the previous epoch's checkpoint intact
-        epochs_this_call += 1
-    return TrainResult(run_dir=run_dir, epochs_done=len(history), history=history, best_weights=best_path)
+    return TrainResult(
+        run_dir=run_dir, epochs_done=len(history), history=history, best_weights=best_path
+    )
 
 
 def with_overrides(cfg: TrainConfig, **changes: Any) -> TrainConfig:
