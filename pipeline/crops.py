@@ -1,0 +1,160 @@
+"""Crop geometry: where each cell's low-resolution crop lies on the slide, and reading it.
+
+A cell of centre ``(row, col)`` (level-0 pixels, float) gets a square LR *core* of
+``core_px = hr_size_px // scale`` pixels, which the network turns into the ``hr_size_px`` square
+super-resolved cell (paper §2: HR 224 px, so 28 LR px at x8 and 56 at x4). Around the core,
+``margin_px`` LR pixels of context are read on each side and trimmed again after SR
+(``margin_px * scale`` HR pixels per side), so the network's zero padding never touches the cell.
+
+Geometry, in level-0 pixel indices (pixel ``i`` covers ``[i, i + 1)``, its centre is ``i``, as in
+scikit-image's ``regionprops`` centroids)::
+
+    core_row0 = floor(row + 0.5) - core_px // 2      # the centre pixel sits at index core_px // 2
+    read_row0 = core_row0 - margin_px                # what is read: core_px + 2 * margin_px rows
+
+and the same for columns. Border cells: a crop that reaches past the slide edge is padded with
+white (255, 255, 255), the colour of empty glass, because :meth:`Slide.read_region` returns white
+outside the slide. The crop is never shifted inwards, so the cell stays at the crop centre.
+
+These functions do no scheduling; :mod:`leukoscreen.pipeline.run` maps them over batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+class RegionReader(Protocol):
+    """What :func:`read_crops` needs of a slide (``leukoscreen.pipeline.slide.Slide`` has it)."""
+
+    def read_region(
+        self, row: int, col: int, height: int, width: int, *, level: int = 0
+    ) -> np.ndarray:
+        """RGB uint8 pixels ``(height, width, 3)`` from level-0 ``(row, col)``; white outside."""
+        ...
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """Sizes of one cell's crops before and after super-resolution.
+
+    Attributes:
+        scale: super-resolution factor (4 or 8).
+        hr_size_px: side of the super-resolved cell, HR pixels (a multiple of ``scale``).
+        margin_px: LR context pixels on each side of the core, trimmed after SR.
+    """
+
+    scale: int
+    hr_size_px: int
+    margin_px: int
+
+    def __post_init__(self) -> None:
+        if self.scale < 1:
+            raise ValueError(f"scale must be >= 1, got {self.scale!r}")
+        if self.hr_size_px < self.scale or self.hr_size_px % self.scale:
+            raise ValueError(
+                f"hr_size_px must be a positive multiple of scale {self.scale}, "
+                f"got {self.hr_size_px!r}"
+            )
+        if self.margin_px < 0:
+            raise ValueError(f"margin_px must be >= 0, got {self.margin_px!r}")
+
+    @property
+    def core_px(self) -> int:
+        """Side of the LR core, LR (level-0) pixels: ``hr_size_px // scale``."""
+        return self.hr_size_px // self.scale
+
+    @property
+    def read_px(self) -> int:
+        """Side of the LR crop read from the slide and fed to the network: core + 2 margins."""
+        return self.core_px + 2 * self.margin_px
+
+    @property
+    def trim_px(self) -> int:
+        """HR pixels trimmed from each side of the network output: ``margin_px * scale``."""
+        return self.margin_px * self.scale
+
+
+def crop_origins(
+    rows: np.ndarray, cols: np.ndarray, *, size_px: int, margin_px: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corners of the crops to read around cell centres.
+
+    Args:
+        rows: (N,) float cell-centre rows, level-0 pixels.
+        cols: (N,) float cell-centre columns, level-0 pixels.
+        size_px: side of the core crop centred on the cell, pixels.
+        margin_px: context pixels added on each side of the core.
+
+    Returns:
+        ``(row0, col0)``, each (N,) int64: the first row and column read, level-0 pixels (may be
+        negative at the slide border). The cell's rounded centre is at index
+        ``margin_px + size_px // 2`` of the crop.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    cols = np.asarray(cols, dtype=np.float64)
+    if rows.shape != cols.shape or rows.ndim != 1:
+        raise ValueError(
+            f"rows and cols must be equal-length 1-D arrays, got {rows.shape} and {cols.shape}"
+        )
+    half = size_px // 2 + margin_px
+    row0 = np.floor(rows + 0.5).astype(np.int64) - half
+    col0 = np.floor(cols + 0.5).astype(np.int64) - half
+    return row0, col0
+
+
+def read_crops(
+    slide: RegionReader,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    *,
+    size_px: int,
+    margin_px: int = 0,
+) -> np.ndarray:
+    """Read one square crop around each cell centre from level 0.
+
+    Args:
+        slide: anything with ``read_region(row, col, height, width)`` (a ``Slide``).
+        rows: (N,) float cell-centre rows, level-0 pixels.
+        cols: (N,) float cell-centre columns, level-0 pixels.
+        size_px: side of the core crop, pixels (``CropGeometry.core_px``).
+        margin_px: context pixels on each side (``CropGeometry.margin_px``).
+
+    Returns:
+        (N, size_px + 2 * margin_px, size_px + 2 * margin_px, 3) uint8 RGB; parts outside the slide
+        are white (255).
+    """
+    if size_px < 1:
+        raise ValueError(f"size_px must be >= 1, got {size_px!r}")
+    row0, col0 = crop_origins(rows, cols, size_px=size_px, margin_px=margin_px)
+    side = size_px + 2 * margin_px
+    crops = np.empty((len(row0), side, side, 3), dtype=np.uint8)  # (N, h, w, 3)
+    for i, (r, c) in enumerate(zip(row0.tolist(), col0.tolist(), strict=True)):
+        region = slide.read_region(r, c, side, side)
+        if region.shape != (side, side, 3) or region.dtype != np.uint8:
+            raise ValueError(
+                f"read_region({r}, {c}, {side}, {side}) returned {region.shape} {region.dtype}, "
+                f"expected ({side}, {side}, 3) uint8"
+            )
+        crops[i] = region
+    return crops
+
+
+def trim_margin(images: np.ndarray, trim_px: int) -> np.ndarray:
+    """Cut ``trim_px`` pixels off each side of a batch of super-resolved images.
+
+    Args:
+        images: (N, H + 2 * trim_px, W + 2 * trim_px, ...) any dtype.
+        trim_px: pixels to remove on each side (``CropGeometry.trim_px``).
+
+    Returns:
+        (N, H, W, ...) a view of ``images``.
+    """
+    if trim_px == 0:
+        return images
+    if images.shape[1] <= 2 * trim_px or images.shape[2] <= 2 * trim_px:
+        raise ValueError(f"cannot trim {trim_px} px from each side of images {images.shape}")
+    return images[:, trim_px:-trim_px, trim_px:-trim_px]

@@ -1,0 +1,93 @@
+"""A torch ``Dataset`` over a leukoscreen store, for classifiers of the super-resolved cells.
+
+Kept apart from :mod:`leukoscreen.pipeline.store` so that the run's driver process, which only
+writes stores, never imports torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from torch.utils.data import Dataset
+
+from leukoscreen.pipeline.store import read_attrs, read_table
+
+
+class CellDataset(Dataset[dict[str, Any]]):
+    """The cells of one complete store, one item per cell, read chunk by chunk.
+
+    Items are dicts of tensors:
+
+    - ``sr``: (3, H, W) uint8, the super-resolved cell (RGB, channels first).
+    - ``parsing``: (H, W) uint8 labels (0 background, 1 cytoplasm, 2 nucleus); only when the
+      store has parsing maps.
+    - ``lr``: (3, h, w) uint8, the crop the network saw (context margin included).
+    - ``cell_id``: () int64, and every other table column as a tensor (``row``, ``col``,
+      ``row_um``, ``col_um``, ``bbox`` (4,), ``area_um2``, ``score``, ``batch``).
+
+    A cell is read with the rest of its chunk (``batch_size`` cells); the last chunk read is kept,
+    so iterating in order decompresses each chunk once. The Zarr arrays are opened lazily in each
+    DataLoader worker process (the dataset pickles by path).
+
+    Args:
+        path: a store written by ``leukoscreen run`` with status ``complete``.
+
+    Raises:
+        OutputError: not a leukoscreen store, or not complete.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        from leukoscreen.pipeline.store import open_cells
+
+        self.path = Path(path)
+        open_cells(self.path)  # validates: a complete leukoscreen store
+        self.table = read_table(self.path)
+        self.attrs = read_attrs(self.path)
+        self._arrays: dict[str, zarr.Array] | None = None
+        self._cached: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.table["cell_id"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_arrays"] = None
+        state["_cached"] = None
+        return state
+
+    def _open(self) -> dict[str, zarr.Array]:
+        if self._arrays is None:
+            root = zarr.open_group(self.path, mode="r")
+            names = [name for name in ("sr", "parsing", "lr") if name in root["cells"]]  # type: ignore[operator]
+            self._arrays = {name: root[f"cells/{name}"] for name in names}  # type: ignore[misc]
+        return self._arrays
+
+    def _chunk(self, chunk_index: int, chunk_len: int) -> dict[str, np.ndarray]:
+        if self._cached is None or self._cached[0] != chunk_index:
+            start = chunk_index * chunk_len
+            stop = start + chunk_len
+            block = {name: np.asarray(a[start:stop]) for name, a in self._open().items()}
+            self._cached = (chunk_index, block)
+        return self._cached[1]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"cell index {index} out of range for {n} cells")
+        index %= n
+        chunk_len = self._open()["sr"].chunks[0]
+        block = self._chunk(index // chunk_len, chunk_len)
+        offset = index % chunk_len
+        item: dict[str, Any] = {
+            "sr": torch.from_numpy(np.ascontiguousarray(block["sr"][offset].transpose(2, 0, 1))),
+            "lr": torch.from_numpy(np.ascontiguousarray(block["lr"][offset].transpose(2, 0, 1))),
+        }
+        if "parsing" in block:
+            item["parsing"] = torch.from_numpy(np.ascontiguousarray(block["parsing"][offset]))
+        for name, column in self.table.items():
+            item[name] = torch.as_tensor(column[index])
+        return item
