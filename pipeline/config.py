@@ -51,6 +51,10 @@ class DetectConfig:
         min_area_um2: smallest nucleus area kept, square microns.
         max_area_um2: largest nucleus area kept (bigger blobs are clumps or debris).
         merge_distance_um: nucleus fragments closer than this are one cell (lobes of one nucleus).
+        nucleus_density: nucleus-stain density (colour deconvolution) a nucleus pixel exceeds.
+        seed_density: density at least one pixel of every nucleus exceeds (hysteresis).
+        smoothing_um: sigma of the Gaussian smoothing of the density, microns.
+        cell_margin_um: margin added around a nucleus box to estimate the whole cell, microns.
         foreground_level_mpp: pixel size of the low pyramid level used to skip empty glass.
     """
 
@@ -59,6 +63,10 @@ class DetectConfig:
     min_area_um2: float = 12.0
     max_area_um2: float = 400.0
     merge_distance_um: float = 3.0
+    nucleus_density: float = 0.35
+    seed_density: float = 0.5
+    smoothing_um: float = 0.5
+    cell_margin_um: float = 3.0
     foreground_level_mpp: float = 8.0
 
 

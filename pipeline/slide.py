@@ -333,6 +333,10 @@ class Slide:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], state["mpp"], state["vendor"], None)  # type: ignore[misc]
 
+    def __dask_tokenize__(self) -> tuple[str, float, int, int]:
+        stat = self.path.stat()
+        return (str(self.path), self.mpp, stat.st_size, stat.st_mtime_ns)
+
     def __repr__(self) -> str:
         height, width = self.dimensions
         return (

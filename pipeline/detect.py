@@ -1,0 +1,403 @@
+"""Finding leukocytes at the scan's own (low) resolution.
+
+The pure stage is :func:`detect_leukocytes`: an RGB array in, a :class:`CellTable` out, no I/O and
+no global config. Below it, the tiling: :func:`plan_tiles` cuts level 0 into cores with a halo and
+skips empty glass from a low pyramid level; :func:`detect_tile` reads one halo window, detects, and
+keeps the cells whose centre lies in the core, so every cell is found exactly once;
+:func:`detect_graph` is the thin Dask wrapper (it builds the graph, it never computes).
+
+How a leukocyte is found (Romanowsky-type stains: Wright, Giemsa, May-Grünwald):
+
+1. Colour deconvolution (Ruifrok & Johnston 2001, the method of ``skimage.color.rgb2hed``) with
+   three optical-density vectors: the purple nucleus stain, the eosin of red cells, and a neutral
+   grey that absorbs the illumination cast of the background. The nucleus channel is the density
+   of nucleus stain alone; red cells, however dense, hardly show in it. The vectors are the median
+   densities of nucleus, red-cell and background pixels of the BCCD *train* split.
+2. A light Gaussian smoothing (``smoothing_um``) and a hysteresis threshold: pixels above
+   ``seed_density`` start a nucleus, connected pixels above ``nucleus_density`` grow it.
+3. Fragments closer than ``merge_distance_um`` (along rows, columns or diagonals: a square
+   dilation) are one cell (the 2-5 lobes of a neutrophil
+   nucleus, a notched monocyte nucleus).
+4. Size limits in square microns (``min_area_um2``, ``max_area_um2``) drop platelets and debris,
+   so every threshold follows the pixel size: leukocytes of 7-20 um are all kept.
+
+Coordinates are (row, col) level-0 pixels; a cell's centre is the centroid of its nucleus pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.filters import apply_hysteresis_threshold
+
+from leukoscreen.pipeline.config import DetectConfig
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
+
+    from leukoscreen.pipeline.slide import Slide
+
+# Optical-density directions (R, G, B), unit length; medians over the BCCD train split.
+NUCLEUS_OD = (0.547, 0.823, 0.155)  # purple: absorbs red and green, passes blue
+RED_CELL_OD = (0.430, 0.626, 0.651)  # eosin of red cells: green and blue
+NEUTRAL_OD = (0.577, 0.577, 0.577)  # grey illumination cast of the background
+GLASS_MAX_OD = 0.08  # mean optical density below which a low-resolution pixel is empty glass
+GLASS_MAX_CHROMA = 0.08  # ... and (max - min) / max of its RGB below which it is colourless
+
+
+def _unmixing_matrix() -> np.ndarray:
+    """(3, 3) matrix taking optical densities (R, G, B) to (nucleus, red cell, neutral)."""
+    stains = np.array([NUCLEUS_OD, RED_CELL_OD, NEUTRAL_OD], np.float64)
+    stains /= np.linalg.norm(stains, axis=1, keepdims=True)
+    return np.linalg.inv(stains)  # od = conc @ stains  =>  conc = od @ inv(stains)
+
+
+_UNMIX = _unmixing_matrix()
+
+
+def nucleus_stain(rgb: np.ndarray) -> np.ndarray:
+    """Density of the nucleus stain per pixel (colour deconvolution).
+
+    Args:
+        rgb: (H, W, 3) uint8 RGB.
+
+    Returns:
+        (H, W) float32, about 0 on background and red cells, 0.3-1.0 in stained nuclei.
+    """
+    od = -np.log(np.maximum(rgb.astype(np.float32), 1.0) / 255.0)  # (H, W, 3)
+    return (od @ _UNMIX[:, 0].astype(np.float32)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CellTable:
+    """Detected cells, one row each, as numpy columns.
+
+    Attributes:
+        row: (N,) float64 centre row, level-0 pixels (centroid of the nucleus).
+        col: (N,) float64 centre column, level-0 pixels.
+        bbox: (N, 4) int64 ``(row0, col0, row1, col1)`` of the whole-cell estimate, level-0
+            pixels, end exclusive: the nucleus box grown by ``cell_margin_um``.
+        area_um2: (N,) float64 nucleus area, square microns.
+        score: (N,) float32 in [0, 1], how strongly and evenly the nucleus is stained.
+    """
+
+    row: np.ndarray
+    col: np.ndarray
+    bbox: np.ndarray
+    area_um2: np.ndarray
+    score: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.row)
+        columns: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {
+            "row": (np.asarray(self.row, np.float64), (n,)),
+            "col": (np.asarray(self.col, np.float64), (n,)),
+            "bbox": (np.asarray(self.bbox, np.int64).reshape(-1, 4), (n, 4)),
+            "area_um2": (np.asarray(self.area_um2, np.float64), (n,)),
+            "score": (np.asarray(self.score, np.float32), (n,)),
+        }
+        for name, (value, shape) in columns.items():
+            if value.shape != shape:
+                raise ValueError(f"CellTable.{name}: expected shape {shape}, got {value.shape}")
+            object.__setattr__(self, name, value)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    @classmethod
+    def empty(cls) -> CellTable:
+        """A table with no cells."""
+        return cls(np.zeros(0), np.zeros(0), np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+
+    @classmethod
+    def concat(cls, tables: Sequence[CellTable]) -> CellTable:
+        """The rows of ``tables`` one after another (no sorting)."""
+        if not tables:
+            return cls.empty()
+        return cls(
+            np.concatenate([t.row for t in tables]),
+            np.concatenate([t.col for t in tables]),
+            np.concatenate([t.bbox for t in tables]),
+            np.concatenate([t.area_um2 for t in tables]),
+            np.concatenate([t.score for t in tables]),
+        )
+
+    def take(self, index: np.ndarray | Sequence[int]) -> CellTable:
+        """The rows at ``index`` (integer positions or a boolean mask), in that order."""
+        index = np.asarray(index)
+        return CellTable(
+            self.row[index], self.col[index], self.bbox[index], self.area_um2[index],
+            self.score[index],
+        )  # fmt: skip
+
+    def sort_key(self) -> np.ndarray:
+        """Positions that order the rows by (row, col): the deterministic cell order."""
+        return np.lexsort((self.col, self.row))
+
+    def sorted(self) -> CellTable:
+        """The table ordered by (row, col)."""
+        return self.take(self.sort_key())
+
+    def shifted(self, row_px: int, col_px: int) -> CellTable:
+        """The table with every coordinate moved by (row_px, col_px)."""
+        offset = np.array([row_px, col_px, row_px, col_px], np.int64)
+        return CellTable(
+            self.row + row_px, self.col + col_px, self.bbox + offset, self.area_um2, self.score
+        )
+
+
+def detect_leukocytes(
+    rgb: np.ndarray,
+    *,
+    mpp: float,
+    min_area_um2: float = 12.0,
+    max_area_um2: float = 400.0,
+    merge_distance_um: float = 3.0,
+    nucleus_density: float = 0.35,
+    seed_density: float = 0.5,
+    smoothing_um: float = 0.5,
+    cell_margin_um: float = 3.0,
+) -> CellTable:
+    """Find leukocytes by their stained nuclei.
+
+    Args:
+        rgb: (H, W, 3) uint8 RGB at ``mpp`` microns per pixel.
+        mpp: microns per pixel of ``rgb``.
+        min_area_um2: smallest nucleus area kept (platelets are below), square microns.
+        max_area_um2: largest nucleus area kept (clumps, debris), square microns.
+        merge_distance_um: nucleus fragments closer than this are one cell, microns.
+        nucleus_density: nucleus-stain density a nucleus pixel exceeds (see
+            :func:`nucleus_stain`).
+        seed_density: density at least one pixel of every nucleus exceeds.
+        smoothing_um: sigma of the Gaussian applied to the density first, microns.
+        cell_margin_um: margin around the nucleus box that makes the whole-cell box, microns.
+
+    Returns:
+        One row per cell in (row, col) order, coordinates in pixels of ``rgb``.
+
+    Raises:
+        ValueError: ``rgb`` is not (H, W, 3) uint8, or an option is out of range.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    if not (math.isfinite(mpp) and mpp > 0):
+        raise ValueError(f"mpp must be > 0, got {mpp!r}")
+    if not 0 <= min_area_um2 <= max_area_um2:
+        raise ValueError(
+            f"need 0 <= min_area_um2 <= max_area_um2, got {min_area_um2}, {max_area_um2}"
+        )
+    if seed_density < nucleus_density:
+        raise ValueError(
+            f"seed_density must be >= nucleus_density, got {seed_density} < {nucleus_density}"
+        )
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        return CellTable.empty()
+
+    density = nucleus_stain(rgb)  # (H, W)
+    if smoothing_um > 0:
+        density = ndi.gaussian_filter(density, smoothing_um / mpp, truncate=3.0)
+    nuclei = apply_hysteresis_threshold(density, nucleus_density, seed_density)
+    if not nuclei.any():
+        return CellTable.empty()
+
+    # Fragments within merge_distance_um of each other (Chebyshev distance: a square dilation,
+    # separable and fast) share a label of the dilated mask.
+    radius_px = max(round(merge_distance_um / mpp / 2.0), 0)
+    grown = ndi.maximum_filter(nuclei, size=2 * radius_px + 1) if radius_px else nuclei
+    grown_labels, n_labels = ndi.label(grown, structure=np.ones((3, 3), bool))
+
+    # Statistics over nucleus pixels only (sparse): area, centroid, box, stain strength.
+    height, width = nuclei.shape
+    flat = np.flatnonzero(nuclei)
+    label = grown_labels.ravel()[flat] - 1  # (P,) 0-based cell of each nucleus pixel
+    pix_row, pix_col = np.divmod(flat, width)
+    area_px = np.bincount(label, minlength=n_labels)
+    centre_row = np.bincount(label, pix_row, n_labels) / np.maximum(area_px, 1)
+    centre_col = np.bincount(label, pix_col, n_labels) / np.maximum(area_px, 1)
+    strength = np.clip(
+        (density.ravel()[flat] - nucleus_density) / (2.0 * (seed_density - nucleus_density) + 1e-6),
+        0.0,
+        1.0,
+    )
+    score = np.bincount(label, strength, n_labels) / np.maximum(area_px, 1)
+    row0 = np.full(n_labels, height, np.int64)
+    col0 = np.full(n_labels, width, np.int64)
+    row1 = np.zeros(n_labels, np.int64)
+    col1 = np.zeros(n_labels, np.int64)
+    np.minimum.at(row0, label, pix_row)
+    np.minimum.at(col0, label, pix_col)
+    np.maximum.at(row1, label, pix_row + 1)
+    np.maximum.at(col1, label, pix_col + 1)
+
+    area_um2 = area_px * (mpp * mpp)
+    keep = (area_px > 0) & (area_um2 >= min_area_um2) & (area_um2 <= max_area_um2)
+    if not keep.any():
+        return CellTable.empty()
+    margin_px = round(cell_margin_um / mpp)
+    boxes = np.stack(
+        [
+            np.maximum(row0 - margin_px, 0),
+            np.maximum(col0 - margin_px, 0),
+            np.minimum(row1 + margin_px, height),
+            np.minimum(col1 + margin_px, width),
+        ],
+        axis=1,
+    )
+    return CellTable(
+        centre_row[keep], centre_col[keep], boxes[keep], area_um2[keep], score[keep]
+    ).sorted()
+
+
+def detect_options(cfg: DetectConfig) -> dict[str, float]:
+    """The keyword arguments of :func:`detect_leukocytes` held by ``cfg`` (all but ``mpp``)."""
+    return {
+        "min_area_um2": cfg.min_area_um2,
+        "max_area_um2": cfg.max_area_um2,
+        "merge_distance_um": cfg.merge_distance_um,
+        "nucleus_density": cfg.nucleus_density,
+        "seed_density": cfg.seed_density,
+        "smoothing_um": cfg.smoothing_um,
+        "cell_margin_um": cfg.cell_margin_um,
+    }
+
+
+# ----------------------------------------------------------------------------- tiling
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One detection tile.
+
+    Attributes:
+        index: position in the plan (row-major over the tile grid).
+        core: ``(row0, col0, row1, col1)`` level-0 px, end exclusive: cells whose centre lies
+            here belong to this tile. The cores of a plan partition the slide.
+        halo: the core grown by ``halo_px`` on each side, clipped to the slide: the window read.
+    """
+
+    index: int
+    core: tuple[int, int, int, int]
+    halo: tuple[int, int, int, int]
+
+
+def _foreground_mask(slide: Slide, target_mpp: float) -> tuple[np.ndarray, float]:
+    """Where the slide is not empty glass, at about ``target_mpp``, read strip by strip.
+
+    Returns:
+        (h, w) bool mask and its level-0 pixels per mask pixel.
+    """
+    downsamples = slide.level_downsamples
+    # The coarsest level still at least as fine as the target.
+    level = max((i for i, ds in enumerate(downsamples) if slide.mpp * ds <= target_mpp), default=0)
+    level_ds = downsamples[level]
+    factor = max(int(target_mpp // (slide.mpp * level_ds)), 1)  # block size on that level
+    level_h, level_w = slide.level_dimensions[level]
+    out_h, out_w = -(-level_h // factor), -(-level_w // factor)
+    mask = np.zeros((out_h, out_w), bool)
+    strip_rows = factor * max(1, 256 // factor)  # bounded: a strip is strip_rows x level width
+    for top in range(0, level_h, strip_rows):
+        rows = min(strip_rows, level_h - top)
+        row0 = round(top * level_ds)
+        strip = slide.read_region(row0, 0, rows, level_w, level=level).astype(np.float32)
+        pad_h, pad_w = -(-rows // factor) * factor, out_w * factor
+        padded = np.full((pad_h, pad_w, 3), 255.0, np.float32)  # (h, w, 3)
+        padded[:rows, :level_w] = strip
+        blocks = padded.reshape(pad_h // factor, factor, out_w, factor, 3).mean(axis=(1, 3))
+        od = -np.log(np.maximum(blocks, 1.0) / 255.0).mean(axis=2)
+        brightest = blocks.max(axis=2)
+        chroma = (brightest - blocks.min(axis=2)) / np.maximum(brightest, 1.0)
+        fg = (od > GLASS_MAX_OD) | (chroma > GLASS_MAX_CHROMA)
+        mask[top // factor : top // factor + fg.shape[0]] = fg
+    return mask, level_ds * factor
+
+
+def plan_tiles(
+    slide: Slide, *, tile_size_px: int, halo_px: int, foreground_level_mpp: float
+) -> list[Tile]:
+    """Cut level 0 into detection tiles, skipping tiles of empty glass.
+
+    The foreground is judged on the coarsest pyramid level at most ``foreground_level_mpp`` per
+    pixel, block-averaged to about that pixel size and read in strips, so level 0 is never held
+    whole. A tile is kept when any foreground pixel touches its halo.
+
+    Args:
+        slide: the slide.
+        tile_size_px: side of a core, level-0 px.
+        halo_px: margin read around each core, level-0 px; it must exceed the radius of the
+            largest nucleus plus ``merge_distance_um`` for every cell to be found exactly once.
+        foreground_level_mpp: pixel size at which empty glass is judged, microns.
+
+    Returns:
+        The kept tiles, row-major.
+
+    Raises:
+        ValueError: a non-positive tile size or a negative halo.
+    """
+    if tile_size_px < 1 or halo_px < 0:
+        raise ValueError(f"need tile_size_px >= 1 and halo_px >= 0, got {tile_size_px}, {halo_px}")
+    height, width = slide.dimensions
+    mask, mask_ds = _foreground_mask(slide, foreground_level_mpp)
+    tiles: list[Tile] = []
+    for row0 in range(0, height, tile_size_px):
+        for col0 in range(0, width, tile_size_px):
+            core = (row0, col0, min(row0 + tile_size_px, height), min(col0 + tile_size_px, width))
+            halo = (
+                max(core[0] - halo_px, 0),
+                max(core[1] - halo_px, 0),
+                min(core[2] + halo_px, height),
+                min(core[3] + halo_px, width),
+            )
+            # Mask pixels touching the halo, one mask pixel of slack for rounding.
+            r0, c0 = max(int(halo[0] // mask_ds) - 1, 0), max(int(halo[1] // mask_ds) - 1, 0)
+            r1, c1 = int(-(-halo[2] // mask_ds)) + 1, int(-(-halo[3] // mask_ds)) + 1
+            if mask[r0:r1, c0:c1].any():
+                tiles.append(Tile(len(tiles), core, halo))
+    return tiles
+
+
+def detect_tile(slide: Slide, tile: Tile, cfg: DetectConfig) -> CellTable:
+    """Detect leukocytes in one tile: read the halo window, keep the cells centred in the core.
+
+    Returns:
+        The tile's cells in level-0 coordinates, (row, col) order.
+    """
+    row0, col0, row1, col1 = tile.halo
+    rgb = slide.read_region(row0, col0, row1 - row0, col1 - col0)
+    cells = detect_leukocytes(rgb, mpp=slide.mpp, **detect_options(cfg)).shifted(row0, col0)
+    r0, c0, r1, c1 = tile.core
+    inside = (cells.row >= r0) & (cells.row < r1) & (cells.col >= c0) & (cells.col < c1)
+    return cells.take(np.flatnonzero(inside))
+
+
+def _gather(tables: Sequence[CellTable]) -> CellTable:
+    return CellTable.concat(tables).sorted()
+
+
+def detect_graph(slide: Slide, cfg: DetectConfig, tiles: Sequence[Tile] | None = None) -> Delayed:
+    """The Dask graph of detection over a slide (built, not computed).
+
+    Args:
+        slide: the slide; it travels to workers by path.
+        cfg: detection settings (tile size, halo, thresholds).
+        tiles: a plan from :func:`plan_tiles`; planned from ``cfg`` when omitted.
+
+    Returns:
+        A ``dask.delayed`` object whose result is the slide's :class:`CellTable`, (row, col) order.
+    """
+    import dask
+
+    if tiles is None:
+        tiles = plan_tiles(
+            slide,
+            tile_size_px=cfg.tile_size_px,
+            halo_px=cfg.halo_px,
+            foreground_level_mpp=cfg.foreground_level_mpp,
+        )
+    slide_node: Any = dask.delayed(slide, pure=True)
+    parts = [dask.delayed(detect_tile, pure=True)(slide_node, tile, cfg) for tile in tiles]
+    return dask.delayed(_gather, pure=True)(parts)
