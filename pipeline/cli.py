@@ -74,13 +74,62 @@ def config_cmd(config: ConfigOption = None) -> None:
 
 @app.command("run")
 def run_cmd(
-    slides: Annotated[list[Path], typer.Argument(help="Slide files (.svs, TIFF, PNG/JPEG, ...).")],
-    scale: Annotated[int | None, typer.Option(help="Super-resolution factor: 4 or 8.")] = None,
+    slides: Annotated[
+        list[Path],
+        typer.Argument(help="Slide files (.svs and other OpenSlide formats, TIFF, PNG/JPEG)."),
+    ],
+    scale: Annotated[
+        int | None, typer.Option(help="Super-resolution factor, 4 or 8 (config: inference.scale).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output store for one slide; with several slides, the folder for their stores. "
+            "Default: <slide stem>.leukoscreen.zarr in the current folder."
+        ),
+    ] = None,
+    mpp: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Microns per level-0 pixel, overriding the slide metadata (needed for PNG/JPEG).",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Cells per SR task and per Zarr chunk (inference.batch_size)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes of the embedded Dask cluster (default: auto)."),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Address of an existing Dask scheduler (tcp://host:8786) to run on."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Where the network runs: auto, cpu or cuda.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run's store.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete an existing store and start over.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Detect, super-resolve and parse every leukocyte of each slide into a Zarr store."""
-    override(_load(config), **{"inference.scale": scale})
-    raise NotBuiltError("leukoscreen run: the whole-slide pipeline is not built yet (issue 4)")
+    from leukoscreen.pipeline.run import run_slides
+
+    cfg = override(
+        _load(config),
+        **{"inference.scale": scale, "slide.mpp": mpp, "inference.batch_size": batch_size,
+           "cluster.n_workers": workers, "cluster.scheduler": scheduler,
+           "inference.device": device, "output.resume": resume or None,
+           "output.overwrite": overwrite or None},
+    )  # fmt: skip
+    for summary in run_slides(slides, cfg, out=out):
+        typer.echo(summary.describe())
 
 
 @app.command("train")
@@ -91,10 +140,65 @@ def train_cmd(config: ConfigOption = None) -> None:
 
 
 @app.command("evaluate")
-def evaluate_cmd(config: ConfigOption = None) -> None:
+def evaluate_cmd(
+    scale: Annotated[
+        list[int] | None,
+        typer.Option("--scale", help="SR factor to evaluate, 4 or 8; repeat for both (default)."),
+    ] = None,
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="segmentation_WBC root (its test split is evaluated) or any folder of HR images "
+            "with optional <stem>_mask.png masks (all of its images are evaluated)."
+        ),
+    ] = Path("../shared/data/segmentation_WBC"),
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method",
+            help="Method to run: bicubic, srcnn, vdsr, srresnet, np or gp; repeatable. Default: "
+            "all, reporting those without shipped weights as n/a.",
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--checkpoint",
+            help="Weights to use instead of the shipped ones, as <method>_x<scale>=PATH "
+            "(e.g. gp_x8=runs/gp_x8/best.pt); repeatable.",
+        ),
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="Part of the segmentation_WBC split: train, val or test.")
+    ] = "test",
+    out: Annotated[
+        Path,
+        typer.Option(help="Folder for table2.md/.csv/.json and fig_x4.png/fig_x8.png."),
+    ] = Path("docs/results"),
+    device: Annotated[
+        str | None,
+        typer.Option(help="Where the networks run: auto, cpu or cuda (config: inference.device)."),
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(help="fp32 (reproducible, the paper's float32) or bf16/auto (faster)."),
+    ] = "fp32",
+    figures: Annotated[
+        bool, typer.Option("--figures/--no-figures", help="Also write the Figs. 4-5 style PNGs.")
+    ] = True,
+    config: ConfigOption = None,
+) -> None:
     """Benchmark every method on the test split and write the paper's Table 2."""
-    _load(config)
-    raise NotBuiltError("leukoscreen evaluate: evaluation is not built yet (issue 3)")
+    from leukoscreen.model.evaluate import evaluate_methods, parse_checkpoint_specs, write_results
+
+    cfg = override(_load(config), **{"inference.device": device})
+    table = evaluate_methods(
+        data=data, scales=scale or (4, 8), methods=method, split=split, seed=cfg.train.seed,
+        device=cfg.inference.device, precision=precision, figures=figures,
+        checkpoints=parse_checkpoint_specs(checkpoint or []),
+    )  # fmt: skip
+    write_results(table, out)
+    typer.echo(table.to_markdown())
 
 
 @app.command("upscale")

@@ -376,6 +376,19 @@ class RunSummary:
     total_s: float
     model_s: float
 
+    def describe(self) -> str:
+        """One line for the terminal."""
+        if self.n_cells == 0:
+            return (
+                f"{self.slide}: no leukocytes found; wrote a complete store with zero cells: "
+                f"{self.store}"
+            )
+        resumed = f", {self.batches_skipped} done before" if self.batches_skipped else ""
+        return (
+            f"{self.slide}: {self.n_cells} cells in {self.n_batches} batches{resumed} -> "
+            f"{self.store} ({self.total_s:.1f} s, {self.cells_per_s:.1f} cells/s)"
+        )
+
     @property
     def cells_per_s(self) -> float:
         """End-to-end throughput of this invocation (cells super-resolved per wall second)."""
@@ -676,8 +689,6 @@ def _run_on(
             "batches_skipped": int(done.sum()),
         },
     )
-    if n_cells == 0:
-        log(f"{slide.path}: no leukocytes found; wrote a complete store with zero cells: {out}")
     return RunSummary(
         slide=Path(slide.path),
         store=out,

@@ -1,0 +1,339 @@
+"""The Zarr v3 output store: layout, one writer per chunk, resume checks, reading it back."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from leukoscreen.model.errors import OutputError, OutputExistsError
+from leukoscreen.pipeline import store
+from leukoscreen.pipeline.dataset import CellDataset
+
+H, LR = 16, 6  # HR side, LR side (core 2 at x8 + 2 x margin 2)
+B = 4
+
+IDENTITY = store.StoreIdentity(
+    slide_path="/slides/a.svs",
+    slide_size_px=(3000, 2500),
+    slide_header_sha256="ab" * 32,
+    slide_vendor="aperio",
+    mpp=0.5,
+    scale=8,
+    arch="gp",
+    checkpoint_sha256="cd" * 32,
+    has_prior=True,
+    hr_size_px=H,
+    margin_px=2,
+    batch_size=B,
+)
+
+
+def make_table(n: int, batch_size: int = B) -> dict[str, np.ndarray]:
+    ids = np.arange(n, dtype=np.int64)
+    rows = 10.0 * ids + 0.25
+    cols = 5.0 * ids + 0.5
+    return {
+        "cell_id": ids,
+        "row": rows,
+        "col": cols,
+        "row_um": rows * 0.5,
+        "col_um": cols * 0.5,
+        "bbox": np.stack([ids, ids + 1, ids + 10, ids + 11], axis=1).astype(np.int64),
+        "area_um2": 30.0 + ids,
+        "score": np.linspace(0.5, 1.0, n).astype(np.float32),
+        "batch": ids // batch_size,
+    }
+
+
+def batch_pixels(batch: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Recognisable blocks: every value encodes the batch (and the cell for SR)."""
+    sr = np.zeros((n, H, H, 3), np.uint8) + (10 * (batch + 1) + np.arange(n))[:, None, None, None]
+    parsing = np.full((n, H, H), batch % 3, np.uint8)
+    lr = np.full((n, LR, LR, 3), 200 + batch, np.uint8)
+    return sr.astype(np.uint8), parsing, lr
+
+
+def new_store(tmp_path: Path, n: int, identity: store.StoreIdentity = IDENTITY) -> Path:
+    path = tmp_path / "a.leukoscreen.zarr"
+    store.create_store(path, identity, config={"inference": {"scale": 8}})
+    store.write_cell_table(path, make_table(n, identity.batch_size))
+    return path
+
+
+def fill(path: Path, n: int, batches: list[int] | None = None) -> None:
+    n_batches = store.n_batches_for(n, B)
+    for b in batches if batches is not None else range(n_batches):
+        start, stop = store.batch_bounds(b, n, B)
+        store.write_batch(path, b, *batch_pixels(b, stop - start))
+
+
+def test_create_store_records_identity_and_running_status(tmp_path: Path) -> None:
+    path = tmp_path / "a.leukoscreen.zarr"
+    store.create_store(path, IDENTITY, config={"inference": {"scale": 8}})
+    attrs = store.read_attrs(path)
+    assert attrs["status"] == "running"
+    assert attrs["format_version"] == store.FORMAT_VERSION
+    assert attrs["slide"] == {
+        "path": "/slides/a.svs",
+        "size_px": [3000, 2500],
+        "header_sha256": "ab" * 32,
+        "vendor": "aperio",
+        "mpp": 0.5,
+    }
+    assert attrs["model"] == {"arch": "gp", "checkpoint_sha256": "cd" * 32, "has_prior": True}
+    assert attrs["scale"] == 8 and attrs["config"] == {"inference": {"scale": 8}}
+    assert attrs["geometry"]["lr_size_px"] == LR and attrs["table_written"] is False
+    meta = json.loads((path / "zarr.json").read_text())
+    assert meta["zarr_format"] == 3 and meta["node_type"] == "group"
+    assert store.StoreIdentity.from_attrs(attrs) == IDENTITY
+
+
+def test_cell_arrays_are_chunked_one_batch_per_chunk(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 10)
+    root = zarr.open_group(path, mode="r")
+    expected = {
+        "cells/sr": ((10, H, H, 3), (B, H, H, 3)),
+        "cells/parsing": ((10, H, H), (B, H, H)),
+        "cells/lr": ((10, LR, LR, 3), (B, LR, LR, 3)),
+        "batches/done": ((3,), (1,)),
+        "cells/table/bbox": ((10, 4), (10, 4)),
+        "cells/table/row": ((10,), (10,)),
+    }
+    for name, (shape, chunks) in expected.items():
+        array = root[name]
+        assert (array.shape, array.chunks) == (shape, chunks), name
+    assert root["cells/sr"].dtype == np.uint8 and root["batches/done"].dtype == np.bool_
+    assert store.read_attrs(path)["n_cells"] == 10
+    assert store.read_attrs(path)["n_batches"] == 3
+    table = store.read_table(path)
+    for name, column in make_table(10).items():
+        np.testing.assert_array_equal(table[name], column)
+        assert table[name].dtype == column.dtype
+
+
+def test_write_batch_fills_only_its_cells_then_marks_done(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 10)
+    sr, parsing, lr = batch_pixels(2, 2)  # the short last batch: cells 8, 9
+    store.write_batch(path, 2, sr, parsing, lr)
+    np.testing.assert_array_equal(store.read_done(path), [False, False, True])
+    root = zarr.open_group(path, mode="r")
+    np.testing.assert_array_equal(root["cells/sr"][8:10], sr)
+    np.testing.assert_array_equal(root["cells/parsing"][8:10], parsing)
+    np.testing.assert_array_equal(root["cells/lr"][8:10], lr)
+    assert not root["cells/sr"][:8].any()  # untouched cells read as the fill value
+
+
+@pytest.mark.parametrize(
+    ("batch", "n", "message"),
+    [(0, 3, r"sr block has shape \(3, 16, 16, 3\)"), (3, 4, r"batch_index 3 out of range")],
+)
+def test_write_batch_rejects_wrong_blocks(tmp_path: Path, batch: int, n: int, message: str) -> None:
+    path = new_store(tmp_path, 10)
+    with pytest.raises(ValueError, match=message):
+        store.write_batch(path, batch, *batch_pixels(batch, n))
+    assert not store.read_done(path).any()
+
+
+def test_write_batch_needs_parsing_when_the_store_has_it(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 4)
+    sr, _, lr = batch_pixels(0, 4)
+    with pytest.raises(ValueError, match="has cells/parsing"):
+        store.write_batch(path, 0, sr, None, lr)
+
+
+def _write_one(args: tuple[str, int, int]) -> int:
+    path, batch, n = args
+    start, stop = store.batch_bounds(batch, n, B)
+    store.write_batch(Path(path), batch, *batch_pixels(batch, stop - start))
+    return os.getpid()
+
+
+def test_concurrent_writers_of_different_batches_lose_nothing(tmp_path: Path) -> None:
+    n = 4 * B + 1  # 5 batches, the last of one cell
+    path = new_store(tmp_path, n)
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        list(pool.map(_write_one, [(str(path), b, n) for b in (4, 0, 3, 1, 2)]))
+    assert store.read_done(path).all()
+    root = zarr.open_group(path, mode="r")
+    for b in range(5):
+        start, stop = store.batch_bounds(b, n, B)
+        sr, _, lr = batch_pixels(b, stop - start)
+        np.testing.assert_array_equal(root["cells/sr"][start:stop], sr)
+        np.testing.assert_array_equal(root["cells/lr"][start:stop], lr)
+
+
+def test_finalize_refuses_until_every_batch_is_written(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 10)
+    fill(path, 10, [0])
+    with pytest.raises(OutputError, match=r"2 of 3 batches not written \(first: \[1, 2\]\)"):
+        store.finalize(path, timings={})
+    assert store.read_attrs(path)["status"] == "running"
+    fill(path, 10, [1, 2])
+    store.finalize(path, timings={"total_s": 1.5})
+    attrs = store.read_attrs(path)
+    assert attrs["status"] == "complete" and attrs["timings"] == {"total_s": 1.5}
+
+
+def test_finalize_refuses_a_store_without_table(tmp_path: Path) -> None:
+    path = tmp_path / "a.leukoscreen.zarr"
+    store.create_store(path, IDENTITY, config={})
+    with pytest.raises(OutputError, match="cell table was never written"):
+        store.finalize(path, timings={})
+
+
+def test_open_cells_is_lazy_and_returns_what_was_written(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 10)
+    fill(path, 10)
+    store.finalize(path, timings={})
+    cells = store.open_cells(path)
+    assert isinstance(cells.sr, da.Array) and isinstance(cells.parsing, da.Array)
+    assert cells.sr.chunks[0] == (4, 4, 2) and len(cells) == 10
+    sr, parsing, lr = batch_pixels(1, 4)
+    np.testing.assert_array_equal(cells.sr[4:8].compute(), sr)
+    np.testing.assert_array_equal(cells.parsing[4:8].compute(), parsing)
+    np.testing.assert_array_equal(cells.lr[4:8].compute(), lr)
+    np.testing.assert_array_equal(cells.table["score"], make_table(10)["score"])
+    assert cells.attrs["status"] == "complete"
+
+
+def test_open_cells_refuses_an_incomplete_store(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 10)
+    fill(path, 10, [0])
+    with pytest.raises(OutputError, match="status is 'running', expected 'complete'"):
+        store.open_cells(path)
+    cells = store.open_cells(path, allow_incomplete=True)
+    assert not cells.sr[4:].compute().any()
+
+
+def test_open_cells_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match=r"not a leukoscreen store"):
+        store.open_cells(tmp_path)
+
+
+def test_zero_cells_make_a_complete_store_of_empty_arrays(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 0)
+    assert store.read_done(path).shape == (0,)
+    store.finalize(path, timings={})
+    cells = store.open_cells(path)
+    assert cells.sr.shape == (0, H, H, 3) and cells.lr.shape == (0, LR, LR, 3)
+    assert cells.sr.compute().shape == (0, H, H, 3)
+    assert all(len(column) == 0 for column in cells.table.values())
+    assert cells.table["bbox"].shape == (0, 4)
+    assert len(CellDataset(path)) == 0
+
+
+def test_network_without_prior_has_no_parsing_array(tmp_path: Path) -> None:
+    identity = replace(IDENTITY, arch="np", has_prior=False)
+    path = new_store(tmp_path, 3, identity)
+    sr, _, lr = batch_pixels(0, 3)
+    store.write_batch(path, 0, sr, None, lr)
+    store.finalize(path, timings={})
+    cells = store.open_cells(path)
+    assert cells.parsing is None
+    np.testing.assert_array_equal(cells.sr.compute(), sr)
+    assert "parsing" not in CellDataset(path)[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"scale": 4}, "made with scale 8, this run has 4"),
+        ({"slide_header_sha256": "ef" * 32}, "slide header sha256 'abab"),
+        ({"checkpoint_sha256": "00" * 32}, "checkpoint sha256 'cdcd"),
+        ({"arch": "np"}, "made with model 'gp', this run has 'np'"),
+        ({"batch_size": 8}, "batch size 4, this run has 8"),
+    ],
+)
+def test_open_for_resume_refuses_another_run(tmp_path: Path, change: dict, message: str) -> None:
+    path = new_store(tmp_path, 10)
+    with pytest.raises(OutputError, match=message) as info:
+        store.open_for_resume(path, replace(IDENTITY, **change))
+    assert str(info.value).startswith(str(path))
+    assert "--overwrite" in str(info.value)
+
+
+def test_open_for_resume_reports_progress(tmp_path: Path) -> None:
+    path = tmp_path / "a.leukoscreen.zarr"
+    store.create_store(path, IDENTITY, config={})
+    moved = replace(IDENTITY, slide_path="/elsewhere/a.svs", slide_vendor="other")
+    state = store.open_for_resume(path, moved)  # a moved slide is the same slide
+    assert state.n_cells is None and state.done is None and not state.complete
+    store.write_cell_table(path, make_table(10))
+    fill(path, 10, [1])
+    state = store.open_for_resume(path, IDENTITY)
+    assert state.n_cells == 10 and not state.complete
+    np.testing.assert_array_equal(state.done, [False, True, False])
+
+
+def test_check_output_location(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 2)
+    with pytest.raises(OutputExistsError, match=r"already exists; pass --resume .* --overwrite"):
+        store.check_output_location(path, resume=False, overwrite=False)
+    store.check_output_location(path, resume=True, overwrite=False)
+    other = tmp_path / "photos"
+    (other / "x").mkdir(parents=True)
+    with pytest.raises(OutputError, match=r"not a leukoscreen store .*; refusing to resume"):
+        store.check_output_location(other, resume=False, overwrite=True)
+    with pytest.raises(OutputError, match="does not exist or is not a folder"):
+        store.check_output_location(tmp_path / "no" / "a.zarr", resume=False, overwrite=False)
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(OutputError, match="does not exist or is not a folder"):
+        store.check_output_location(tmp_path / "file.txt" / "a.zarr", resume=False, overwrite=False)
+    assert not list(tmp_path.glob(".leukoscreen-probe-*"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_check_output_location_unwritable_folder(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(OutputError, match="cannot write into output folder"):
+        store.check_output_location(locked / "a.zarr", resume=False, overwrite=False)
+
+
+def test_create_store_overwrite_replaces_an_old_store(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 10)
+    fill(path, 10)
+    with pytest.raises(OutputExistsError):
+        store.create_store(path, IDENTITY, config={})
+    store.create_store(path, IDENTITY, config={}, overwrite=True)
+    assert store.read_attrs(path)["table_written"] is False
+    assert not (path / "cells").exists()
+
+
+def test_cell_dataset_items(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 10)
+    fill(path, 10)
+    store.finalize(path, timings={})
+    dataset = CellDataset(path)
+    assert len(dataset) == 10
+    item = dataset[5]  # batch 1, offset 1
+    sr, parsing, lr = batch_pixels(1, 4)
+    assert item["sr"].shape == (3, H, H) and item["sr"].dtype == torch.uint8
+    np.testing.assert_array_equal(item["sr"].numpy(), sr[1].transpose(2, 0, 1))
+    np.testing.assert_array_equal(item["parsing"].numpy(), parsing[1])
+    np.testing.assert_array_equal(item["lr"].numpy(), lr[1].transpose(2, 0, 1))
+    assert int(item["cell_id"]) == 5 and item["bbox"].tolist() == [5, 6, 15, 16]
+    assert int(dataset[-1]["cell_id"]) == 9
+    with pytest.raises(IndexError, match="out of range for 10 cells"):
+        dataset[10]
+    clone = pickle.loads(pickle.dumps(dataset))
+    np.testing.assert_array_equal(clone[9]["sr"].numpy(), dataset[9]["sr"].numpy())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4)
+    first = next(iter(loader))
+    assert first["sr"].shape == (4, 3, H, H) and first["cell_id"].tolist() == [0, 1, 2, 3]
+
+
+def test_cell_dataset_refuses_an_incomplete_store(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 10)
+    with pytest.raises(OutputError, match="expected 'complete'"):
+        CellDataset(path)
