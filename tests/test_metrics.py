@@ -1,0 +1,125 @@
+"""PSNR, SSIM and parsing scores on literal arrays with answers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from skimage.metrics import structural_similarity
+
+from leukoscreen.model.metrics import parsing_scores, psnr, ssim
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_psnr_of_a_constant_offset(dtype: type) -> None:
+    reference = np.zeros((8, 8), dtype=dtype)
+    # MSE 0.01 -> 10 log10(1 / 0.01) = 20 dB (up to float32 rounding of 0.1)
+    assert psnr(reference, reference + dtype(0.1)) == pytest.approx(20.0, abs=1e-5)
+    # 0.5 is exact in binary: MSE 0.25 -> 20 log10(2)
+    assert psnr(reference, reference + dtype(0.5)) == pytest.approx(20 * math.log10(2), abs=1e-9)
+
+
+def test_psnr_of_identical_images_is_inf() -> None:
+    image = np.random.default_rng(0).random((6, 6))
+    assert psnr(image, image.copy()) == math.inf
+
+
+def test_psnr_shaves_the_border() -> None:
+    reference = np.zeros((16, 16))
+    test = reference.copy()
+    test[0, :] = 1.0  # errors only in the outer rows/columns
+    test[:, -2] = 1.0
+    assert psnr(reference, test, shave_px=2) == math.inf
+    assert psnr(reference, test, shave_px=1) < math.inf
+    test[8, 8] = 0.5  # one interior error: MSE = 0.25 / (8 * 8) after shaving 4
+    assert psnr(reference, test, shave_px=4) == pytest.approx(10 * math.log10(256), abs=1e-9)
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_metrics_reject_bad_shapes(metric: object) -> None:
+    with pytest.raises(ValueError, match=r"\(4, 4\) and \(4, 5\)"):
+        metric(np.zeros((4, 4)), np.zeros((4, 5)))  # type: ignore[operator]
+    with pytest.raises(ValueError, match=r"\(4, 4, 3\)"):
+        metric(np.zeros((4, 4, 3)), np.zeros((4, 4, 3)))  # type: ignore[operator]
+    with pytest.raises(ValueError, match=r"too small to shave 2 px"):
+        metric(np.zeros((4, 4)), np.zeros((4, 4)), shave_px=2)  # type: ignore[operator]
+
+
+def test_ssim_of_identical_images_is_one() -> None:
+    image = np.random.default_rng(1).random((16, 16))
+    assert ssim(image, image.copy()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ssim_of_two_constant_images_is_the_luminance_term() -> None:
+    # No variance: SSIM = (2 a b + C1) / (a^2 + b^2 + C1), C1 = (0.01 * 1)^2
+    a, b, c1 = 0.5, 0.25, 1e-4
+    expected = (2 * a * b + c1) / (a * a + b * b + c1)
+    assert ssim(np.full((16, 16), a), np.full((16, 16), b)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_ssim_matches_scikit_image_with_wang_options() -> None:
+    rng = np.random.default_rng(2)
+    reference = rng.random((16, 20)).astype(np.float32)
+    test = np.clip(reference + 0.1 * rng.standard_normal((16, 20)), 0, 1).astype(np.float32)
+    expected = structural_similarity(
+        reference,
+        test,
+        data_range=1.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        K1=0.01,
+        K2=0.03,
+    )
+    assert ssim(reference, test) == pytest.approx(expected, abs=1e-7)
+    assert 0 < ssim(reference, test) < 1
+    # the sample-covariance default of skimage gives another number: the options matter
+    assert structural_similarity(reference, test, data_range=1.0) != pytest.approx(expected)
+
+
+def test_ssim_shaves_the_border() -> None:
+    rng = np.random.default_rng(3)
+    reference = rng.random((24, 24))
+    test = reference.copy()
+    test[:2] = 0.0
+    assert ssim(reference, test, shave_px=2) == pytest.approx(1.0, abs=1e-6)
+    assert ssim(reference, test) < 0.999  # skimage itself drops 5 px, so the effect is small
+
+
+def test_parsing_scores_by_hand() -> None:
+    reference = np.array([[0, 1, 1], [1, 2, 2], [0, 2, 2]], dtype=np.uint8)
+    predicted = np.array([[0, 1, 0], [1, 1, 2], [0, 2, 2]], dtype=np.uint8)
+    scores = parsing_scores(reference, predicted)
+    # cytoplasm: reference {(0,1), (0,2), (1,0)}, predicted {(0,1), (1,0), (1,1)}: 2 shared of 4
+    assert scores["iou_cytoplasm"] == pytest.approx(2 / 4)
+    assert scores["dice_cytoplasm"] == pytest.approx(2 * 2 / (3 + 3))
+    # nucleus: reference 4 pixels, predicted 3 of them
+    assert scores["iou_nucleus"] == pytest.approx(3 / 4)
+    assert scores["dice_nucleus"] == pytest.approx(2 * 3 / (4 + 3))
+    assert scores["miou"] == pytest.approx((2 / 4 + 3 / 4) / 2)
+    assert scores["mdice"] == pytest.approx((4 / 6 + 6 / 7) / 2)
+    assert set(scores) == {
+        "iou_cytoplasm",
+        "iou_nucleus",
+        "dice_cytoplasm",
+        "dice_nucleus",
+        "miou",
+        "mdice",
+    }
+
+
+def test_parsing_scores_perfect_and_absent_classes() -> None:
+    labels = np.array([[0, 2], [2, 0]], dtype=np.uint8)  # no cytoplasm in either map
+    scores = parsing_scores(labels, labels.copy())
+    assert scores["iou_cytoplasm"] == 1.0
+    assert scores["miou"] == 1.0
+    assert scores["mdice"] == 1.0
+    disjoint = parsing_scores(labels, np.ones_like(labels))
+    assert disjoint["iou_nucleus"] == 0.0
+    assert disjoint["iou_cytoplasm"] == 0.0
+
+
+def test_parsing_scores_shape_mismatch() -> None:
+    with pytest.raises(ValueError, match=r"\(3, 3\) vs \(3, 4\)"):
+        parsing_scores(np.zeros((3, 3)), np.zeros((3, 4)))

@@ -1,0 +1,180 @@
+"""Every network at tiny widths on tiny seeded inputs: shapes, gradient flow, determinism, args."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from leukoscreen.model.blocks import ResidualBlock
+from leukoscreen.model.gp import GeometryPriorSR
+from leukoscreen.model.networks import build_network
+from leukoscreen.model.srcnn import SRCNN
+from leukoscreen.model.srresnet import SRResNet
+from leukoscreen.model.unet import PriorUNet
+from leukoscreen.model.vdsr import VDSR
+
+SCALE = 4
+TINY: dict[str, dict[str, Any]] = {
+    "gp": {"num_features": 8, "num_blocks": 1, "unet_widths": (4, 8, 16)},
+    "np": {"num_features": 8, "num_blocks": 1},
+    "srcnn": {"num_features": 8},
+    "vdsr": {"num_features": 8, "num_layers": 4},
+    "srresnet": {"num_features": 8, "num_blocks": 2},
+}
+ARCHS = tuple(TINY)
+
+
+def _tiny(arch: str, *, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_network(arch, scale=SCALE, **TINY[arch])
+
+
+def _input(model: nn.Module, n: int, hr_rows: int, hr_cols: int) -> torch.Tensor:
+    """A seeded batch of what ``model`` reads: HR-sized luminance, or LR for SRResNet."""
+    generator = torch.Generator().manual_seed(1)
+    if getattr(model, "input_kind", "upsampled") == "lr":
+        return torch.rand(n, 1, hr_rows // SCALE, hr_cols // SCALE, generator=generator)
+    return torch.rand(n, 1, hr_rows, hr_cols, generator=generator)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize(("rows", "cols"), [(16, 16), (20, 28), (12, 36)])
+def test_output_shapes(arch: str, rows: int, cols: int) -> None:
+    # 20 x 28 and 12 x 36 are not multiples of the U-Net's 2 ** (levels - 1).
+    model = _tiny(arch).eval()
+    with torch.no_grad():
+        sr, logits = model(_input(model, 2, rows, cols))
+    assert sr.shape == (2, 1, rows, cols)
+    assert sr.dtype == torch.float32
+    if arch == "gp":
+        assert logits is not None
+        assert logits.shape == (2, 3, rows, cols)
+    else:
+        assert logits is None
+
+
+def test_prior_unet_keeps_odd_sizes() -> None:
+    torch.manual_seed(0)
+    unet = PriorUNet(widths=(4, 8, 16, 32))
+    with torch.no_grad():
+        out = unet(torch.rand(1, 1, 19, 23))
+    assert out.shape == (1, 3, 19, 23)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gradients_reach_every_parameter(arch: str) -> None:
+    model = _tiny(arch).train()
+    sr, _ = model(_input(model, 2, 20, 28))
+    # Only the SR output: for GP the U-Net must be reached through the mask encoder too.
+    sr.square().mean().backward()
+    named = list(model.named_parameters())
+    if arch == "gp":
+        assert any(name.startswith("prior.") for name, _ in named)
+    missing = [name for name, p in named if p.grad is None]
+    assert not missing
+    zero = [name for name, p in named if p.grad is not None and not p.grad.abs().sum() > 0]
+    assert not zero, f"parameters without gradient signal: {zero}"
+
+
+def test_gp_parsing_loss_reaches_the_unet() -> None:
+    model = _tiny("gp").train()
+    _, logits = model(_input(model, 1, 20, 28))
+    assert logits is not None
+    logits.mean().backward()
+    assert model.prior is not None
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.prior.parameters())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_same_seed_same_output(arch: str) -> None:
+    outputs = []
+    for _ in range(2):
+        model = _tiny(arch, seed=7).eval()
+        with torch.no_grad():
+            outputs.append(model(_input(model, 2, 20, 28))[0])
+    assert torch.equal(outputs[0], outputs[1])
+    other = _tiny(arch, seed=8).eval()
+    with torch.no_grad():
+        assert not torch.equal(outputs[0], other(_input(other, 2, 20, 28))[0])
+
+
+def test_gp_full_size_has_about_8_5_million_parameters() -> None:
+    gp = build_network("gp", scale=8)
+    count = sum(p.numel() for p in gp.parameters())
+    assert abs(count - 8.5e6) <= 0.1e6
+
+
+def test_np_has_no_prior_branch() -> None:
+    np_model = build_network("np", scale=8)
+    assert isinstance(np_model, GeometryPriorSR)
+    assert np_model.prior is None
+    assert np_model.mask_encoder is None
+    assert not any(k.startswith(("prior.", "mask_encoder.")) for k in np_model.state_dict())
+    gp_count = sum(p.numel() for p in build_network("gp", scale=8).parameters())
+    assert sum(p.numel() for p in np_model.parameters()) < gp_count / 10
+
+
+def test_gp_global_residual_adds_the_input() -> None:
+    torch.manual_seed(0)
+    with_res = GeometryPriorSR(**TINY["np"], use_prior=False, global_residual=True).eval()
+    torch.manual_seed(0)
+    without = GeometryPriorSR(**TINY["np"], use_prior=False, global_residual=False).eval()
+    x = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(with_res(x)[0], without(x)[0] + x)
+
+
+@pytest.mark.parametrize("upscale", [2, 4, 8])
+def test_srresnet_upsamples_by_its_factor(upscale: int) -> None:
+    torch.manual_seed(0)
+    model = SRResNet(upscale=upscale, num_features=4, num_blocks=1).eval()
+    with torch.no_grad():
+        sr, _ = model(torch.rand(1, 1, 5, 7))
+    assert sr.shape == (1, 1, 5 * upscale, 7 * upscale)
+
+
+@pytest.mark.parametrize(
+    ("build", "shown"),
+    [
+        (lambda: GeometryPriorSR(num_features=0), "0"),
+        (lambda: GeometryPriorSR(num_blocks=-2), "-2"),
+        (lambda: PriorUNet(widths=(4,)), "(4,)"),
+        (lambda: PriorUNet(widths=(4, 0)), "(4, 0)"),
+        (lambda: SRCNN(num_features=1), "1"),
+        (lambda: VDSR(num_layers=1), "1"),
+        (lambda: VDSR(num_features=0), "0"),
+        (lambda: SRResNet(upscale=3), "3"),
+        (lambda: SRResNet(upscale=0), "0"),
+        (lambda: ResidualBlock(0), "0"),
+    ],
+    ids=[
+        "gp-features",
+        "gp-blocks",
+        "unet-levels",
+        "unet-width",
+        "srcnn",
+        "vdsr-layers",
+        "vdsr-features",
+        "srresnet-3",
+        "srresnet-0",
+        "block",
+    ],
+)
+def test_invalid_constructor_arguments_raise_value_error(build: Any, shown: str) -> None:
+    with pytest.raises(ValueError, match="got") as info:
+        build()
+    assert shown in str(info.value)
+
+
+def test_build_network_unknown_arch() -> None:
+    with pytest.raises(ValueError, match=r"unknown arch 'nope'; expected one of gp, np"):
+        build_network("nope", scale=4)
+
+
+def test_build_network_passes_the_scale_to_srresnet_only() -> None:
+    model = build_network("srresnet", scale=8, num_features=4, num_blocks=1)
+    with torch.no_grad():
+        assert model(torch.rand(1, 1, 4, 4))[0].shape == (1, 1, 32, 32)
