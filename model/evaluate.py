@@ -247,6 +247,25 @@ def _csv_cell(value: Any) -> Any:
 # evaluation
 
 
+def parse_checkpoint_specs(specs: Sequence[str]) -> dict[str, Path]:
+    """``["gp_x8=runs/gp_x8/best.pt", ...]`` -> ``{"gp_x8": Path(...)}``.
+
+    Raises:
+        UsageError: a spec without ``=`` or with an unknown ``<method>_x<scale>`` name.
+    """
+    known = {f"{m}_x{s}" for m in METHODS[1:] for s in SCALES}
+    parsed = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or name not in known or not path:
+            raise UsageError(
+                f"--checkpoint: expected <method>_x<scale>=PATH with <method>_x<scale> one of "
+                f"{', '.join(sorted(known))}, got {spec!r}"
+            )
+        parsed[name] = Path(path)
+    return parsed
+
+
 def _check_arguments(scales: Sequence[int], methods: Sequence[str], split: str) -> None:
     for scale in scales:
         if scale not in SCALES:
@@ -368,10 +387,10 @@ def evaluate_methods(
         CheckpointError: requested weights absent, or a file failing its sha256/arch check.
     """
     required = methods is not None
-    methods = tuple(m for m in METHODS if m in (methods or METHODS))
-    _check_arguments(scales, list(methods) if required else [], split)
+    _check_arguments(scales, methods or [], split)
     if required and not methods:
         raise UsageError("--method: no method given")
+    methods = tuple(m for m in METHODS if m in (methods or METHODS))  # Table 2's order
     checkpoints = dict(checkpoints or {})
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)

@@ -143,7 +143,9 @@ def train_cmd(config: ConfigOption = None) -> None:
 def evaluate_cmd(
     scale: Annotated[
         list[int] | None,
-        typer.Option("--scale", help="SR factor to evaluate, 4 or 8; repeat for both (default)."),
+        typer.Option(
+            "--scale", metavar="N", help="SR factor to evaluate, 4 or 8; repeat for both (default)."
+        ),
     ] = None,
     data: Annotated[
         Path,
@@ -156,6 +158,7 @@ def evaluate_cmd(
         list[str] | None,
         typer.Option(
             "--method",
+            metavar="NAME",
             help="Method to run: bicubic, srcnn, vdsr, srresnet, np or gp; repeatable. Default: "
             "all, reporting those without shipped weights as n/a.",
         ),
@@ -164,6 +167,7 @@ def evaluate_cmd(
         list[str] | None,
         typer.Option(
             "--checkpoint",
+            metavar="NAME=PATH",
             help="Weights to use instead of the shipped ones, as <method>_x<scale>=PATH "
             "(e.g. gp_x8=runs/gp_x8/best.pt); repeatable.",
         ),
