@@ -1,0 +1,280 @@
+"""Training on a tiny synthetic folder: exact resume, checkpoint round trip, schedule, bad input."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import skimage.io
+import torch
+
+from leukoscreen.model.checkpoint import load_weights
+from leukoscreen.model.config import TrainConfig
+from leukoscreen.model.errors import CheckpointError, DataError, UsageError
+from leukoscreen.model.networks import build_network
+from leukoscreen.model.train import (
+    TrainResult,
+    charbonnier,
+    lr_at,
+    resolve_device,
+    resolve_precision,
+    train,
+    with_overrides,
+)
+
+TINY_GP: dict[str, Any] = {"num_features": 4, "num_blocks": 1, "unet_widths": (4, 8)}
+CFG = TrainConfig(
+    arch="gp",
+    scale=4,
+    epochs=2,
+    batch_size=4,
+    hr_size_px=32,
+    precision="fp32",
+    num_threads=1,
+    seed=3,
+)
+
+
+def write_cells(folder: Path, count: int = 12, *, masks: bool = True, size: int = 32) -> Path:
+    """``count`` seeded random cells (a dark disc on a light background) with 255/128/0 masks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:size, 0:size]
+    for i in range(count):
+        centre = rng.uniform(size * 0.35, size * 0.65, 2)
+        radius = np.hypot(rows - centre[0], cols - centre[1])
+        mask = np.where(radius < size * 0.15, 255, np.where(radius < size * 0.3, 128, 0))
+        base = np.select([mask == 255, mask == 128], [60, 150], 220).astype(np.float64)
+        noise = rng.normal(0, 12, (size, size, 3))
+        rgb = np.clip(base[..., None] + noise, 0, 255).astype(np.uint8)
+        skimage.io.imsave(folder / f"{i:02d}.bmp", rgb, check_contrast=False)
+        if masks:
+            skimage.io.imsave(folder / f"{i:02d}.png", mask.astype(np.uint8), check_contrast=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cells(tmp_path_factory.mktemp("data") / "cells")
+
+
+def _train(cfg: TrainConfig, data: Path, run_dir: Path, **kwargs: Any) -> TrainResult:
+    return train(
+        cfg, data=data, run_dir=run_dir, arch_kwargs=TINY_GP, device="cpu", progress=False, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def straight(cells: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """Two epochs in one call."""
+    return _train(CFG, cells, tmp_path_factory.mktemp("straight"))
+
+
+@pytest.fixture
+def interrupted(cells: Path, tmp_path: Path) -> Path:
+    """A run 'killed' after its first epoch."""
+    result = _train(CFG, cells, tmp_path, stop_after_epochs=1)
+    assert result.epochs_done == 1
+    assert [r["epoch"] for r in result.history] == [1]
+    return tmp_path
+
+
+def _without_time(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+# ---------------------------------------------------------------------------------------------
+# exact resume and checkpoints
+
+
+def test_resume_after_a_kill_is_bit_identical(
+    cells: Path, straight: TrainResult, interrupted: Path
+) -> None:
+    run_dir = interrupted
+    resumed = _train(CFG, cells, run_dir, resume=True)
+    assert resumed.epochs_done == straight.epochs_done == 2
+    assert _without_time(resumed.history) == _without_time(straight.history)
+    a = torch.load(straight.run_dir / "last.pt", weights_only=True)
+    b = torch.load(run_dir / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    for key in ("exp_avg", "exp_avg_sq", "step"):
+        for index in a["optimizer"]["state"]:
+            assert torch.equal(
+                a["optimizer"]["state"][index][key], b["optimizer"]["state"][index][key]
+            )
+    # a finished run resumed again does nothing more
+    again = _train(CFG, cells, run_dir, resume=True)
+    assert again.epochs_done == 2
+
+
+def test_history_records_each_epoch(straight: TrainResult) -> None:
+    assert [r["epoch"] for r in straight.history] == [1, 2]
+    for record in straight.history:
+        assert record["lr"] == CFG.lr
+        assert math.isfinite(record["train_loss"])
+        assert math.isfinite(record["val_psnr"])
+        assert 0.0 <= record["val_miou"] <= 1.0
+
+
+def test_last_checkpoint_holds_the_resolved_config(straight: TrainResult) -> None:
+    state = torch.load(straight.run_dir / "last.pt", weights_only=True)
+    assert state["config"] == asdict(CFG)
+    assert state["arch_kwargs"] == TINY_GP
+    assert {"model", "optimizer", "epoch", "history", "best_psnr"} <= set(state)
+
+
+def test_best_weights_round_trip(interrupted: Path) -> None:
+    # After one epoch best.pt holds the same weights as last.pt.
+    run_dir = interrupted
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    loaded = load_weights(run_dir / "best.pt")
+    assert (loaded.arch, loaded.scale) == ("gp", 4)
+    assert loaded.meta["config"] == asdict(CFG)
+    assert loaded.meta["metrics"]["epoch"] == 1
+    assert not loaded.model.training
+    reference = build_network("gp", scale=4, **TINY_GP)
+    reference.load_state_dict(state["model"])
+    reference.eval()
+    x = torch.rand(2, 1, 20, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sr_loaded, logits_loaded = loaded.model(x)
+        sr_ref, logits_ref = reference(x)
+    assert torch.equal(sr_loaded, sr_ref)
+    assert logits_loaded is not None and logits_ref is not None
+    assert torch.equal(logits_loaded, logits_ref)
+
+
+def test_resume_may_extend_the_epochs(cells: Path, tmp_path: Path) -> None:
+    cfg = replace(CFG, arch="np", epochs=1)
+    kwargs = {"num_features": 4, "num_blocks": 1}
+    train(cfg, data=cells, run_dir=tmp_path, arch_kwargs=kwargs, device="cpu", progress=False)
+    more = train(
+        replace(cfg, epochs=2),
+        data=cells,
+        run_dir=tmp_path,
+        arch_kwargs=kwargs,
+        device="cpu",
+        progress=False,
+        resume=True,
+    )
+    assert [r["epoch"] for r in more.history] == [1, 2]
+    assert "val_miou" not in more.history[0]  # NP has no parsing map
+
+
+# ---------------------------------------------------------------------------------------------
+# schedule and loss
+
+
+@pytest.mark.parametrize(
+    ("epoch", "expected"),
+    [(0, 1e-4), (9, 1e-4), (10, 5e-5), (19, 5e-5), (20, 2.5e-5), (99, 1e-4 / 512)],
+)
+def test_lr_is_halved_every_ten_epochs(epoch: int, expected: float) -> None:
+    assert lr_at(epoch, TrainConfig()) == pytest.approx(expected, rel=1e-12)
+
+
+def test_lr_constant_without_halving() -> None:
+    cfg = TrainConfig(lr=3e-4, lr_halve_every_epochs=0)
+    assert [lr_at(e, cfg) for e in (0, 10, 50)] == [3e-4, 3e-4, 3e-4]
+
+
+def test_charbonnier() -> None:
+    zeros = torch.zeros(2, 1, 4, 4)
+    assert float(charbonnier(zeros, zeros, 1e-3)) == pytest.approx(1e-3, rel=1e-6)
+    # sqrt(4^2 + 3^2) = 5 (in units of 1e-3)
+    assert float(charbonnier(zeros + 4e-3, zeros, 3e-3)) == pytest.approx(5e-3, rel=1e-6)
+    # robust L1: far from zero it is |d|
+    assert float(charbonnier(zeros + 0.5, zeros, 1e-3)) == pytest.approx(0.5, rel=1e-5)
+
+
+def test_with_overrides_skips_none() -> None:
+    cfg = with_overrides(TrainConfig(), epochs=3, lr=None, arch="np")
+    assert (cfg.epochs, cfg.lr, cfg.arch) == (3, TrainConfig().lr, "np")
+
+
+def test_resolve_device_and_precision() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("auto", cpu) in ("bf16", "fp32")
+    with pytest.raises(UsageError, match=r"^device: expected auto, cpu or cuda, got 'tpu'"):
+        resolve_device("tpu")
+    with pytest.raises(UsageError, match=r"^precision: expected auto, bf16 or fp32, got 'fp8'"):
+        resolve_precision("fp8", cpu)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"arch": "nope"}, r"^--arch: expected one of gp, np, srcnn, vdsr, srresnet, got 'nope'"),
+        ({"scale": 3}, r"^--scale: expected one of 4, 8, got 3"),
+        ({"epochs": 0}, r"epochs and batch_size must be >= 1, got 0, 4"),
+    ],
+)
+def test_bad_config_is_a_usage_error(
+    cells: Path, tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        _train(replace(CFG, **change), cells, tmp_path)
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_existing_run_without_resume(cells: Path, straight: TrainResult) -> None:
+    last = straight.run_dir / "last.pt"
+    with pytest.raises(CheckpointError) as info:
+        _train(CFG, cells, straight.run_dir)
+    assert str(info.value) == (
+        f"{last}: a training run exists here; pass --resume or another --out"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "arch_kwargs"),
+    [({"lr": 1e-3}, TINY_GP), ({"seed": 4}, TINY_GP), ({}, {**TINY_GP, "num_features": 8})],
+    ids=["lr", "seed", "arch-kwargs"],
+)
+def test_resume_with_another_config(
+    cells: Path, straight: TrainResult, change: dict[str, Any], arch_kwargs: dict[str, Any]
+) -> None:
+    last = straight.run_dir / "last.pt"
+    with pytest.raises(CheckpointError, match=r"was trained with another config") as info:
+        train(
+            replace(CFG, **change),
+            data=cells,
+            run_dir=straight.run_dir,
+            arch_kwargs=arch_kwargs,
+            device="cpu",
+            progress=False,
+            resume=True,
+        )
+    assert str(info.value).startswith(f"{last}: ")
+
+
+def test_gp_needs_masks(tmp_path: Path) -> None:
+    data = write_cells(tmp_path / "no_masks", masks=False)
+    with pytest.raises(DataError) as info:
+        _train(CFG, data, tmp_path / "run")
+    assert str(info.value) == f"{data}: arch 'gp' needs parsing masks; none found"
+
+
+def test_too_few_images(tmp_path: Path) -> None:
+    data = write_cells(tmp_path / "two", count=2)
+    with pytest.raises(DataError, match=r"too few images for a train/val split \(2\)"):
+        _train(CFG, data, tmp_path / "run")
+
+
+def test_missing_data_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"expected a folder of images, found no such folder"):
+        _train(CFG, tmp_path / "absent", tmp_path / "run")
