@@ -106,16 +106,32 @@ def load_weights(path: Path | str, *, expected_sha256: str | None = None) -> Loa
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
         raise CheckpointError(f"{path}: not a leukoscreen weights file (expected {WEIGHTS_FORMAT})")
-    arch, scale = payload["arch"], int(payload["scale"])
+    try:
+        arch, scale = payload["arch"], int(payload["scale"])
+        arch_kwargs = dict(payload["arch_kwargs"])
+        state = {
+            k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(
+            f"{path}: damaged leukoscreen weights file ({err.__class__.__name__}: {err})"
+        ) from err
     if arch not in ARCHS or scale not in SCALES:
         raise CheckpointError(f"{path}: unknown arch {arch!r} or scale {scale!r}")
-    model = build_network(arch, scale=scale, **payload["arch_kwargs"])
-    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    try:
+        model = build_network(arch, scale=scale, **arch_kwargs)
+    except (TypeError, ValueError) as err:  # an unknown or invalid constructor argument
+        raise CheckpointError(
+            f"{path}: arch_kwargs {arch_kwargs!r} do not fit arch {arch!r}: {err}"
+        ) from err
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit arch {arch!r}: {first}") from err
+        # torch's first line only names the class; the second says which tensor is wrong.
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        raise CheckpointError(
+            f"{path}: weights do not fit arch {arch!r}: {' '.join(lines[:2])}"
+        ) from err
     model.eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return LoadedWeights(model=model, arch=arch, scale=scale, sha256=digest, meta=meta)
