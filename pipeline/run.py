@@ -585,8 +585,14 @@ def run_slides(
         outs = [Path(out) if out is not None else default_output(paths[0])]
     else:
         outs = [default_output(p, out) for p in paths]
-        if len(set(outs)) != len(outs):
-            raise UsageError("leukoscreen run: two slides have the same file stem; run them apart")
+        first: dict[Path, Path] = {}
+        for slide_path, store_path in zip(paths, outs, strict=True):
+            if store_path in first:
+                raise UsageError(
+                    f"{slide_path}: its store {store_path} would also hold {first[store_path]}; "
+                    "expected slides with different file names"
+                )
+            first[store_path] = Path(slide_path)
     for slide_path, store_path in zip(paths, outs, strict=True):  # fail fast, before any work
         open_slide(Path(slide_path), config).close()
         zstore.check_output_location(

@@ -1,0 +1,477 @@
+"""``leukoscreen run`` end to end on the synthetic slides, with a tiny random-weight network.
+
+Every run goes through :func:`leukoscreen.pipeline.cli.main` (or ``run_slide`` for the worker
+fault) on a real LocalCluster. Bad inputs: one line naming the file, exit status 2, nothing marked
+complete. Faults: SIGKILL of the whole run then ``--resume``, and a worker killed mid-run, give
+the same store as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+from distributed import Client, LocalCluster
+
+from leukoscreen.model.checkpoint import save_weights
+from leukoscreen.model.inference import load_checkpoint
+from leukoscreen.model.networks import build_network
+from leukoscreen.pipeline import store
+from leukoscreen.pipeline.cli import main
+from leukoscreen.pipeline.config import load_config
+from leukoscreen.pipeline.crops import crop_origins
+from leukoscreen.pipeline.run import run_slide
+
+# Small cells keep the tiny network fast: x8, 64 px HR = 8 px LR core + 2 px margin per side.
+HR, MARGIN, BATCH = 64, 2, 2
+LR = HR // 8 + 2 * MARGIN
+TINY = {"num_features": 8, "num_blocks": 1, "unet_widths": (4, 8, 16, 32, 64)}
+
+
+def tiny_checkpoint(path: Path, *, scale: int, seed: int) -> Path:
+    torch.manual_seed(seed)
+    save_weights(build_network("gp", scale=scale, **TINY), path, arch="gp", scale=scale,
+                 arch_kwargs=TINY)  # fmt: skip
+    return path
+
+
+def write_config(path: Path, checkpoint: Path, *, precision: str = "fp32") -> Path:
+    path.write_text(
+        f"""
+[inference]
+checkpoint = "{checkpoint}"
+hr_size_px = {HR}
+context_margin_px = {MARGIN}
+batch_size = {BATCH}
+device = "cpu"
+precision = "{precision}"
+
+[detect]
+tile_size_px = 1024
+
+[cluster]
+n_workers = 1
+threads_per_worker = 1
+"""
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny GP checkpoints: x8, another x8 (other weights), x4; and a config file for each."""
+    folder = tmp_path_factory.mktemp("models")
+    out = {
+        "x8": tiny_checkpoint(folder / "x8.pt", scale=8, seed=0),
+        "x8b": tiny_checkpoint(folder / "x8b.pt", scale=8, seed=1),
+        "x4": tiny_checkpoint(folder / "x4.pt", scale=4, seed=0),
+    }
+    for name in list(out):
+        out[f"{name}.toml"] = write_config(folder / f"{name}.toml", out[name])
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(svs_slide, models, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run on the synthetic .svs."""
+    out = tmp_path_factory.mktemp("ref") / "smear.leukoscreen.zarr"
+    status = main(["run", str(svs_slide.path), "--out", str(out), "--config",
+                   str(models["x8.toml"])])  # fmt: skip
+    assert status == 0
+    return out
+
+
+def assert_same_store(actual: Path, expected: Path) -> None:
+    """Equal cell arrays and table; both complete."""
+    a, e = store.open_cells(actual), store.open_cells(expected)
+    assert set(a.table) == set(e.table)
+    for name in e.table:
+        np.testing.assert_array_equal(a.table[name], e.table[name], err_msg=name)
+    for name in ("sr", "parsing", "lr"):
+        np.testing.assert_array_equal(
+            getattr(a, name).compute(), getattr(e, name).compute(), err_msg=name
+        )
+
+
+def error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("leukoscreen")]
+    assert len(errors) == 1, lines
+    return errors[0]
+
+
+def assert_not_complete(path: Path) -> None:
+    assert not path.exists() or store.read_attrs(path)["status"] != "complete"
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_run_writes_every_cell(reference: Path, svs_slide, models) -> None:
+    attrs = store.read_attrs(reference)
+    assert attrs["status"] == "complete" and attrs["scale"] == 8
+    assert attrs["slide"]["vendor"] == "aperio" and attrs["slide"]["mpp"] == 0.5
+    assert attrs["slide"]["size_px"] == [3000, 2500]
+    assert attrs["config"]["inference"]["batch_size"] == BATCH
+    assert attrs["model"]["checkpoint_sha256"] == load_checkpoint(models["x8"]).checkpoint_sha256
+    assert set(attrs["timings"]) >= {"detect_s", "sr_s", "total_s", "model_s"}
+
+    cells = store.open_cells(reference)
+    n = len(svs_slide.cells)
+    assert len(cells) == n == 12
+    table = cells.table
+    np.testing.assert_array_equal(table["cell_id"], np.arange(n))
+    np.testing.assert_array_equal(table["batch"], np.arange(n) // BATCH)
+    order = np.lexsort((table["col"], table["row"]))
+    np.testing.assert_array_equal(order, np.arange(n))  # ids follow (row, col)
+    np.testing.assert_allclose(table["row_um"], table["row"] * 0.5)
+    np.testing.assert_allclose(table["col_um"], table["col"] * 0.5)
+    truth = np.array(sorted((c.row, c.col) for c in svs_slide.cells))
+    np.testing.assert_allclose(np.stack([table["row"], table["col"]], 1), truth, atol=2.0)
+
+    assert cells.sr.shape == (n, HR, HR, 3) and cells.sr.chunks[0] == (BATCH,) * (n // BATCH)
+    assert cells.lr.shape == (n, LR, LR, 3) and cells.parsing.shape == (n, HR, HR)
+    # the LR crops are the drawn pixels around each detected centre (white past the border)
+    padded = np.pad(svs_slide.rgb, ((20, 20), (20, 20), (0, 0)), constant_values=255)
+    row0, col0 = crop_origins(table["row"], table["col"], size_px=HR // 8, margin_px=MARGIN)
+    lr = cells.lr.compute()
+    for i in range(n):
+        r, c = row0[i] + 20, col0[i] + 20
+        np.testing.assert_array_equal(lr[i], padded[r : r + LR, c : c + LR])
+    # the SR cells are the network's output on those crops, margin trimmed
+    upscaler = load_checkpoint(models["x8"], device="cpu", precision="fp32")
+    torch.set_num_threads(1)
+    sr, parsing = upscaler.upscale(lr)
+    trim = MARGIN * 8
+    expected_sr = sr[:, trim:-trim, trim:-trim]
+    np.testing.assert_allclose(cells.sr.compute(), expected_sr, atol=1)
+    np.testing.assert_array_equal(cells.parsing.compute(), parsing[:, trim:-trim, trim:-trim])
+
+
+def test_run_several_slides_one_store_each(
+    svs_slide, tiff_slide, models, tmp_path, capsys, reference
+):
+    tiff = tmp_path / "other.tif"
+    shutil.copy(tiff_slide.path, tiff)
+    status = main(["run", str(svs_slide.path), str(tiff), "--out", str(tmp_path),
+                   "--config", str(models["x8.toml"])])  # fmt: skip
+    assert status == 0
+    out = capsys.readouterr().out
+    assert out.count("12 cells in 6 batches") == 2
+    svs_store = tmp_path / "smear.leukoscreen.zarr"
+    tiff_store = tmp_path / "other.leukoscreen.zarr"
+    assert store.read_attrs(tiff_store)["slide"]["vendor"] != "aperio"
+    # same pixels, same cells: the two formats give the same store contents
+    assert_same_store(tiff_store, reference)
+    assert_same_store(svs_store, reference)
+
+
+def test_run_refuses_two_slides_with_one_store_name(svs_slide, tiff_slide, models, capsys) -> None:
+    assert main(["run", str(svs_slide.path), str(tiff_slide.path),
+                 "--config", str(models["x8.toml"])]) == 2  # fmt: skip
+    line = error_line(capsys)
+    assert line.startswith(f"leukoscreen: error: {tiff_slide.path}: its store ")
+    assert line.endswith(
+        f"would also hold {svs_slide.path}; expected slides with different file names"
+    )
+
+
+def test_run_slide_without_leukocytes_is_a_complete_empty_store(models, tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    rgb = np.clip(rng.normal((236, 205, 208), 3.0, (600, 500, 3)), 0, 255).astype(np.uint8)
+    path = tmp_path / "empty.tif"
+    tifffile.imwrite(path, rgb, tile=(256, 256), photometric="rgb",
+                     resolution=(2e4, 2e4), resolutionunit="CENTIMETER")  # fmt: skip
+    out = tmp_path / "empty.leukoscreen.zarr"
+    status = main(["run", str(path), "--out", str(out), "--config", str(models["x8.toml"])])
+    assert status == 0
+    assert "no leukocytes found; wrote a complete store with zero cells" in capsys.readouterr().out
+    cells = store.open_cells(out)
+    assert cells.sr.shape == (0, HR, HR, 3) and len(cells.table["cell_id"]) == 0
+
+
+def test_run_default_output_is_in_the_current_folder(
+    svs_slide, models, tmp_path, monkeypatch, reference
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(reference, tmp_path / "smear.leukoscreen.zarr")
+    # an existing default store is refused without flags; --resume finds it complete
+    assert main(["run", str(svs_slide.path), "--config", str(models["x8.toml"])]) == 2
+    assert main(["run", str(svs_slide.path), "--resume", "--config", str(models["x8.toml"])]) == 0
+    assert_same_store(tmp_path / "smear.leukoscreen.zarr", reference)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_missing_path(tmp_path, models, capsys) -> None:
+    missing = tmp_path / "nope.svs"
+    assert main(["run", str(missing), "--config", str(models["x8.toml"])]) == 2
+    assert error_line(capsys) == f"leukoscreen: error: {missing}: no such file"
+
+
+def test_bad_directory(tmp_path, models, capsys) -> None:
+    assert main(["run", str(tmp_path), "--config", str(models["x8.toml"])]) == 2
+    assert f"{tmp_path}: expected a slide file, found a directory" in error_line(capsys)
+
+
+def test_bad_text_file(tmp_path, models, capsys) -> None:
+    text = tmp_path / "notes.svs"
+    text.write_text("not a slide\n")
+    out = tmp_path / "notes.leukoscreen.zarr"
+    assert main(["run", str(text), "--out", str(out), "--config", str(models["x8.toml"])]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"leukoscreen: error: {text}: expected a slide")
+    assert not out.exists()
+
+
+def test_bad_truncated_tiff(tmp_path, svs_slide, models, capsys) -> None:
+    cut = tmp_path / "cut.svs"
+    data = svs_slide.path.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "cut.leukoscreen.zarr"
+    assert main(["run", str(cut), "--out", str(out), "--config", str(models["x8.toml"])]) == 2
+    assert error_line(capsys).startswith(f"leukoscreen: error: {cut}: ")
+    assert not out.exists()
+
+
+def test_bad_png_without_mpp(tmp_path, svs_slide, models, capsys) -> None:
+    from PIL import Image
+
+    png = tmp_path / "field.png"
+    Image.fromarray(svs_slide.rgb[:400, :400]).save(png)
+    assert main(["run", str(png), "--config", str(models["x8.toml"])]) == 2
+    assert error_line(capsys) == (
+        f"leukoscreen: error: {png}: no microns-per-pixel in the slide metadata; pass --mpp"
+    )
+
+
+def test_bad_mpp_far_from_the_model(svs_slide, models, tmp_path, capsys) -> None:
+    out = tmp_path / "x.leukoscreen.zarr"
+    status = main(["run", str(svs_slide.path), "--mpp", "5", "--out", str(out),
+                   "--config", str(models["x8.toml"])])  # fmt: skip
+    assert status == 2
+    assert error_line(capsys) == (
+        f"leukoscreen: error: {svs_slide.path}: pixel size 5 um/px is 9.62x the 0.52 um/px the "
+        "x8 model expects (accepted: within 2.5x); check the slide's mpp (--mpp) or choose the "
+        "other --scale"
+    )
+    assert not out.exists()
+
+
+def test_bad_scale_without_weights(svs_slide, models, tmp_path, capsys) -> None:
+    out = tmp_path / "x.leukoscreen.zarr"
+    status = main(["run", str(svs_slide.path), "--scale", "4", "--out", str(out),
+                   "--config", str(models["x8.toml"])])  # fmt: skip
+    assert status == 2
+    assert error_line(capsys) == f"leukoscreen: error: {models['x8']}: holds scale x8, expected x4"
+    assert not out.exists()
+
+
+def test_bad_scale_not_offered(svs_slide, models, capsys) -> None:
+    assert main(["run", str(svs_slide.path), "--scale", "3",
+                 "--config", str(models["x8.toml"])]) == 2  # fmt: skip
+    assert error_line(capsys) == "leukoscreen: error: --scale: expected 4 or 8, found 3"
+
+
+def test_bad_existing_output(svs_slide, models, reference, capsys) -> None:
+    before = (reference / "zarr.json").read_bytes()
+    status = main(["run", str(svs_slide.path), "--out", str(reference),
+                   "--config", str(models["x8.toml"])])  # fmt: skip
+    assert status == 2
+    assert error_line(capsys) == (
+        f"leukoscreen: error: {reference}: output store already exists; pass --resume to "
+        "continue it or --overwrite to start over"
+    )
+    assert (reference / "zarr.json").read_bytes() == before
+
+
+def test_bad_unwritable_output_folder(svs_slide, models, tmp_path, capsys) -> None:
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the output folder should be")
+    out = blocker / "smear.leukoscreen.zarr"
+    status = main(["run", str(svs_slide.path), "--out", str(out),
+                   "--config", str(models["x8.toml"])])  # fmt: skip
+    assert status == 2
+    assert error_line(capsys) == (
+        f"leukoscreen: error: {out}: output folder {blocker} does not exist or is not a folder"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_bad_read_only_output_folder(svs_slide, models, tmp_path, capsys) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    out = locked / "smear.leukoscreen.zarr"
+    status = main(["run", str(svs_slide.path), "--out", str(out),
+                   "--config", str(models["x8.toml"])])  # fmt: skip
+    assert status == 2
+    assert error_line(capsys).startswith(f"leukoscreen: error: {out}: cannot write into")
+
+
+def test_bad_resume_and_overwrite_together(svs_slide, models, capsys) -> None:
+    assert main(["run", str(svs_slide.path), "--resume", "--overwrite",
+                 "--config", str(models["x8.toml"])]) == 2  # fmt: skip
+    assert error_line(capsys) == "leukoscreen: error: --resume and --overwrite: choose one"
+
+
+@pytest.mark.parametrize(
+    ("which", "model", "message"),
+    [
+        ("slide", "x8", "slide header sha256"),
+        ("scale", "x4", "scale 8, this run has 4"),
+        ("model", "x8b", "checkpoint sha256"),
+    ],
+)
+def test_bad_resume_of_another_run(
+    which, model, message, svs_slide, tiff_slide, models, reference, tmp_path, capsys
+) -> None:
+    copy = tmp_path / "copy.leukoscreen.zarr"
+    shutil.copytree(reference, copy)
+    store.write_batch(copy, 0, *(np.asarray(a) for a in _zeros_batch()))  # any write would show
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    slide = tiff_slide.path if which == "slide" else svs_slide.path
+    args = [
+        "run",
+        str(slide),
+        "--out",
+        str(copy),
+        "--resume",
+        "--config",
+        str(models[f"{model}.toml"]),
+    ]
+    if which == "scale":
+        args += ["--scale", "4"]
+    assert main(args) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"leukoscreen: error: {copy}: cannot resume: the store was made with")
+    assert message in line and line.endswith("use --overwrite to start over")
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+
+
+def _zeros_batch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.zeros((BATCH, HR, HR, 3), np.uint8), np.zeros((BATCH, HR, HR), np.uint8),
+            np.zeros((BATCH, LR, LR, 3), np.uint8))  # fmt: skip
+
+
+def test_overwrite_starts_over(svs_slide, models, reference, tmp_path) -> None:
+    copy = tmp_path / "copy.leukoscreen.zarr"
+    shutil.copytree(reference, copy)
+    store.write_batch(copy, 0, *_zeros_batch())  # damage a batch
+    assert main(["run", str(svs_slide.path), "--out", str(copy), "--overwrite",
+                 "--config", str(models["x8.toml"])]) == 0  # fmt: skip
+    assert_same_store(copy, reference)
+
+
+# ----------------------------------------------------------------------------- faults
+
+_CLI = (
+    "import sys; from leukoscreen.pipeline.cli import entry; sys.argv[0] = 'leukoscreen'; entry()"
+)
+
+
+def _kill_when(args: list[str], ready: Callable[[], bool], timeout_s: float = 120.0) -> None:
+    """Start the CLI in its own process group and SIGKILL the whole group once ``ready()``."""
+    proc = subprocess.Popen([sys.executable, "-c", _CLI, *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended (status {proc.returncode}) before the kill point")
+            if time.monotonic() > deadline:
+                pytest.fail("kill point not reached in time")
+            time.sleep(0.005)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _done_batches(out: Path) -> int:
+    folder = out / "batches" / "done" / "c"
+    return len(list(folder.iterdir())) if folder.is_dir() else 0
+
+
+def _table_written(out: Path) -> bool:
+    try:
+        return bool(store.read_attrs(out)["table_written"])
+    except Exception:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "point",
+    ["store-created", "table-written", "first-batch", "half-the-batches"],
+)
+def test_sigkill_then_resume_gives_the_same_store(
+    point, svs_slide, models, reference, tmp_path
+) -> None:
+    out = tmp_path / "killed.leukoscreen.zarr"
+    ready = {
+        "store-created": lambda: (out / "zarr.json").exists(),
+        "table-written": lambda: _table_written(out),
+        "first-batch": lambda: _done_batches(out) >= 1,
+        "half-the-batches": lambda: _done_batches(out) >= 3,
+    }[point]
+    args = ["run", str(svs_slide.path), "--out", str(out), "--config", str(models["x8.toml"])]
+    _kill_when(args, ready)
+    assert store.read_attrs(out)["status"] == "running"
+    assert main([*args, "--resume"]) == 0
+    assert_same_store(out, reference)
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run_loses_no_cell(svs_slide, models, reference, tmp_path) -> None:
+    config = load_config(models["x8.toml"])
+    out = tmp_path / "worker.leukoscreen.zarr"
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        result: dict[str, object] = {}
+
+        def go() -> None:
+            try:
+                result["summary"] = run_slide(svs_slide.path, config, out=out, client=client,
+                                              progress=False)  # fmt: skip
+            except BaseException as err:  # surfaced below
+                result["error"] = err
+
+        thread = threading.Thread(target=go)
+        thread.start()
+        deadline = time.monotonic() + 120
+        busy: list[str] = []
+        while not busy:
+            assert thread.is_alive() and time.monotonic() < deadline, result
+            if _done_batches(out) >= 1:
+                processing = client.processing()
+                busy = [w for w, keys in processing.items()
+                        if any("leukoscreen-sr" in str(k) for k in keys)]  # fmt: skip
+            time.sleep(0.005)
+        pids = client.run(os.getpid)
+        done_before = _done_batches(out)
+        os.kill(pids[busy[0]], signal.SIGKILL)
+        thread.join(timeout=180)
+        assert not thread.is_alive()
+    assert "error" not in result, result.get("error")
+    assert done_before < 6, "the kill came after the last batch: nothing was tested"
+    summary = result["summary"]
+    assert summary.n_cells == 12
+    assert store.read_attrs(out)["status"] == "complete"
+    assert zarr.open_array(out / "batches" / "done", mode="r")[:].all()
+    assert_same_store(out, reference)
