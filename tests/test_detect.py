@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dask
 import numpy as np
 import pytest
@@ -231,3 +233,56 @@ def test_dask_graph_in_worker_processes_equals_pure_function(svs_slide):
     np.testing.assert_allclose(found.row, expected.row, atol=1e-9)
     np.testing.assert_allclose(found.col, expected.col, atol=1e-9)
     np.testing.assert_array_equal(found.bbox, expected.bbox)
+
+
+# ---------------------------------------------------------------- the BCCD example and real data
+
+
+def test_count_matches_is_one_to_one():
+    from leukoscreen.pipeline.example.evaluate_detection import count_matches
+
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float64)
+    two_in_overlap = CellTable([6.0, 7.0], [6.0, 7.0], np.zeros((2, 4)), [1.0, 1.0], [1.0, 1.0])
+    assert count_matches(two_in_overlap, boxes) == 2
+    both_in_first_only = CellTable([1.0, 2.0], [1.0, 2.0], np.zeros((2, 4)), [1, 1], [1, 1])
+    assert count_matches(both_in_first_only, boxes) == 1
+    assert count_matches(CellTable.empty(), boxes) == 0
+
+
+def test_banded_shrink_equals_whole_image_imresize():
+    from leukoscreen.model.imresize import imresize
+    from leukoscreen.pipeline.example.build import shrink
+
+    image = np.random.default_rng(3).integers(0, 256, (160, 96, 3)).astype(np.uint8)
+    for factor in (4, 8):
+        whole = np.clip(np.round(imresize(image.astype(np.float64), 1 / factor)), 0, 255)
+        np.testing.assert_array_equal(shrink(image, factor, band_rows=3), whole)
+
+
+def test_committed_example_slide():
+    import json
+    from importlib.resources import files
+
+    folder = files("leukoscreen.pipeline.example")
+    path = Path(str(folder / "bccd_x8.svs"))
+    truth = json.loads((folder / "bccd_x8.json").read_text())
+    with Slide.open(path) as slide:
+        assert (slide.vendor, slide.mpp, slide.level_count) == ("aperio", 0.52, 2)
+        assert list(slide.dimensions) == truth["shape"]
+    assert truth["scale"] == 8 and len(truth["wbc_boxes"]) == 71 and len(truth["fields"]) == 72
+    assert path.stat().st_size < 3 * 2**20
+    assert "MIT License" in (folder / "LICENSE-BCCD.txt").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", [8, 4])
+def test_bccd_test_split_detection_targets(shared_data, tmp_path, scale):
+    """The issue's targets on the BCCD test mosaics: recall >= 0.95, precision >= 0.90."""
+    from leukoscreen.pipeline.example.evaluate_detection import evaluate
+
+    bccd = shared_data / "BCCD"
+    if not bccd.is_dir():
+        pytest.skip(f"{bccd} not found")
+    (score,) = evaluate(bccd, tmp_path, splits=("test",), scales=(scale,))
+    assert score.boxes == 71
+    assert score.recall >= 0.95 and score.precision >= 0.90, score
