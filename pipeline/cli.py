@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from leukoscreen.model import __version__
-from leukoscreen.model.errors import LeukoscreenError, NotBuiltError
+from leukoscreen.model.errors import LeukoscreenError
 from leukoscreen.pipeline.config import Config, load_config, override, to_toml
 
 app = typer.Typer(
@@ -132,11 +132,93 @@ def run_cmd(
         typer.echo(summary.describe())
 
 
+DEFAULT_TRAIN_DATA = Path("../shared/data/segmentation_WBC")
+
+
 @app.command("train")
-def train_cmd(config: ConfigOption = None) -> None:
+def train_cmd(
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "Network: gp, np, srcnn, vdsr or srresnet. [default: train.arch of the config, gp]"
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    scale: Annotated[
+        int | None,
+        typer.Option(
+            help="Super-resolution factor: 4 or 8. [default: train.scale of the config, 8]",
+            show_default=False,
+        ),
+    ] = None,
+    data: Annotated[
+        Path,
+        typer.Option(
+            help=(
+                "segmentation_WBC root (with 'Dataset 1' and 'Dataset 2'), a folder of LabelMe "
+                "JSON files, or a folder of HR images with optional <stem>.png / <stem>_mask.png "
+                "masks (255 nucleus, 128 cytoplasm, 0 background)."
+            ),
+        ),
+    ] = DEFAULT_TRAIN_DATA,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder for last.pt and best.pt. [default: runs/<arch>_x<scale>]",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Passes over the training split (paper: 100).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per optimiser step (paper: 8).")
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Adam learning rate at the start, halved every 10 epochs (paper: 1e-4)."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of initialisation, shuffling and the split.")
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA when present, else CPU), cpu or cuda.")
+    ] = "auto",
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --out from its last.pt (same config; --epochs may grow).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
     """Train a super-resolution network on leukocyte images with expert parsing masks."""
-    _load(config)
-    raise NotBuiltError("leukoscreen train: training is not built yet (issue 3)")
+    from leukoscreen.model.train import train  # imports torch: only when training
+
+    cfg = override(
+        _load(config),
+        **{
+            "train.arch": arch,
+            "train.scale": scale,
+            "train.epochs": epochs,
+            "train.batch_size": batch_size,
+            "train.lr": lr,
+            "train.seed": seed,
+        },
+    ).train
+    run_dir = out if out is not None else Path("runs") / f"{cfg.arch}_x{cfg.scale}"
+    result = train(cfg, data=data, run_dir=run_dir, resume=resume, device=device)
+    best = max(result.history, key=lambda record: record["val_psnr"], default=None)
+    summary = f"{cfg.arch} x{cfg.scale}: {result.epochs_done}/{cfg.epochs} epochs in {run_dir}"
+    if best is not None:
+        summary += f"; best val PSNR {best['val_psnr']:.3f} dB at epoch {int(best['epoch'])}"
+        if "val_miou" in best:
+            summary += f" (val mIoU {best['val_miou']:.3f})"
+        summary += f" -> {result.best_weights}"
+    typer.echo(summary)
 
 
 @app.command("evaluate")
@@ -206,10 +288,85 @@ def evaluate_cmd(
 
 
 @app.command("upscale")
-def upscale_cmd(config: ConfigOption = None) -> None:
+def upscale_cmd(
+    images: Annotated[
+        list[Path],
+        typer.Argument(
+            help="LR image files (PNG, JPEG, BMP, TIFF), grey or RGB, 8-bit.",
+            metavar="IMAGE",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output folder for <stem>_x<s>.png and, for gp, <stem>_x<s>_parsing.png.",
+            show_default=False,
+        ),
+    ],
+    scale: Annotated[
+        int | None,
+        typer.Option(
+            help="Super-resolution factor: 4 or 8. [default: inference.scale of the config, 8]",
+            show_default=False,
+        ),
+    ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "Network: gp (with parsing map), np, srcnn, vdsr, srresnet or bicubic. "
+                "[default: inference.arch of the config, gp]"
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help=(
+                "Weights file (e.g. a run's best.pt) instead of the shipped weights; its own arch "
+                "and scale are used, and --arch/--scale, when given, must match them."
+            ),
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="auto (CUDA when present, else CPU), cpu or cuda. [default: inference.device]",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
     """Super-resolve single image files and write SR images and coloured parsing maps."""
-    _load(config)
-    raise NotBuiltError("leukoscreen upscale: inference is not built yet (issue 3)")
+    from leukoscreen.model.inference import load_checkpoint, load_pretrained
+    from leukoscreen.model.upscale_files import check_image_files, upscale_files
+
+    cfg = override(
+        _load(config),
+        **{
+            "inference.arch": arch,
+            "inference.scale": scale,
+            "inference.device": device,
+            "inference.checkpoint": None if checkpoint is None else str(checkpoint),
+        },
+    ).inference
+    check_image_files(images)  # a missing input is reported before any weights are loaded
+    if cfg.checkpoint:
+        upscaler = load_checkpoint(
+            cfg.checkpoint,
+            device=cfg.device,
+            precision=cfg.precision,
+            expected_arch=arch,
+            expected_scale=scale,
+        )
+    else:
+        upscaler = load_pretrained(cfg.arch, cfg.scale, device=cfg.device, precision=cfg.precision)
+    for path in upscale_files(images, out_dir=out, upscaler=upscaler):
+        typer.echo(path)
 
 
 def main(argv: list[str] | None = None) -> int:
