@@ -773,7 +773,7 @@ def _replace_block(text: str, begin: str, end: str, body: str) -> str:
 def write_card(card: Path, results: Path, runs: Path) -> None:
     """Copy ``results/table2.md`` and the training wall times into the model card's markers."""
     table_md = (Path(results) / "table2.md").read_text(encoding="utf-8")
-    table_md = table_md.replace("## Table 2", "#### Table 2").replace("### ", "#### ")
+    table_md = re.sub(r"^(#+) ", r"#\1 ", table_md, flags=re.M)  # one level below the card's
     lines = [
         "| run | epochs | wall time | best val PSNR (dB) | best val mIoU |",
         "|---|---:|---:|---:|---:|",

@@ -332,3 +332,36 @@ def test_shipped_weights_reproduce_the_committed_table(shared_data: Path, tmp_pa
         for metric in ("psnr", "ssim", "miou"):
             if metric in row:
                 assert by_key[key(row)][metric] == pytest.approx(row[metric], abs=1e-3), key(row)
+
+
+def test_write_card_copies_the_table_and_wall_times(plain: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    table = evaluate_methods(data=plain, scales=(4,), methods=["bicubic"], figures=False)
+    write_results(table, results)
+    run = tmp_path / "runs" / "gp_x8"
+    run.mkdir(parents=True)
+    history = [
+        {"epoch": 1, "seconds": 60.0, "val_psnr": 27.5, "val_miou": 0.5},
+        {"epoch": 2, "seconds": 90.0, "val_psnr": 28.25, "val_miou": 0.75},
+    ]
+    torch.save({"history": history}, run / "last.pt")
+    card = tmp_path / "card.md"
+    card.write_text(
+        "# Card\n\n## Training\n<!-- walltime:begin -->\nTODO\n<!-- walltime:end -->\n\n"
+        "## Evaluation\n<!-- table2:begin -->\nTODO\n<!-- table2:end -->\nend\n",
+        encoding="utf-8",
+    )
+    evaluate_module.main(
+        ["--write-card", "--card", str(card), "--results", str(results), "--runs", str(run.parent)]
+    )
+    text = card.read_text(encoding="utf-8")
+    assert "TODO" not in text
+    assert "| gp_x8 | 2 | 2.5 min | 28.250 | 0.750 |" in text
+    assert "### Table 2: SR benchmark" in text
+    psnr_4 = table.value(4, "bicubic", "psnr")
+    assert psnr_4 is not None
+    assert f"| 4× | PSNR | {psnr_4:.4f} |" in text
+    assert text.endswith("<!-- table2:end -->\nend\n")
+    card.write_text("# no markers\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="markers <!-- table2:begin -->"):
+        evaluate_module.write_card(card, results, run.parent)
