@@ -117,7 +117,13 @@ def read_image_folder(folder: Path | str, *, source: str | None = None) -> list[
         )
         labels = None
         if mask_path is not None:
-            labels = mask_to_labels(skimage.io.imread(mask_path), path=mask_path)
+            try:
+                mask = skimage.io.imread(mask_path)
+            except Exception as err:  # imageio raises many types for unreadable files
+                raise DataError(
+                    f"{mask_path}: cannot read mask ({err.__class__.__name__}: {err})"
+                ) from err
+            labels = mask_to_labels(mask, path=mask_path)
             if labels.shape != rgb.shape[:2]:
                 raise DataError(
                     f"{mask_path}: mask is {labels.shape[0]}x{labels.shape[1]}, expected the "
@@ -166,7 +172,14 @@ def read_labelme(path: Path | str) -> Sample:
                 )
             if label != name:
                 continue
-            points = np.asarray(shape["points"], dtype=np.float64)  # (K, 2) as (x, y)
+            try:
+                points = np.asarray(shape["points"], dtype=np.float64)  # (K, 2) as (x, y)
+            except (KeyError, TypeError, ValueError) as err:
+                raise DataError(f"{path}: a {name} shape without valid points ({err!r})") from err
+            if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3:
+                raise DataError(
+                    f"{path}: a {name} polygon needs >= 3 (x, y) points, found shape {points.shape}"
+                )
             rr, cc = skimage.draw.polygon(points[:, 1], points[:, 0], shape=labels.shape)
             labels[rr, cc] = order[name]
     return Sample(f"labelme-{path.stem}", "labelme", rgb, labels)

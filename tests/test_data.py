@@ -145,6 +145,14 @@ def test_read_image_folder_unreadable_image(tmp_path: Path) -> None:
         read_image_folder(tmp_path)
 
 
+def test_read_image_folder_unreadable_mask(tmp_path: Path) -> None:
+    _write(tmp_path / "a.bmp", _rgb(6, 7))
+    (tmp_path / "a_mask.png").write_bytes(b"not a png")
+    mask = re.escape(str(tmp_path / "a_mask.png"))
+    with pytest.raises(DataError, match=rf"^{mask}: cannot read mask"):
+        read_image_folder(tmp_path)
+
+
 # ---------------------------------------------------------------------------------------------
 # LabelMe
 
@@ -190,6 +198,28 @@ def test_read_labelme_not_labelme(tmp_path: Path) -> None:
     path.write_text('{"hello": 1}', encoding="utf-8")
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: expected a LabelMe JSON file"):
         read_labelme(path)
+
+
+@pytest.mark.parametrize(
+    ("shape", "found"),
+    [
+        ({"label": "nucleus"}, "a nucleus shape without valid points (KeyError('points'))"),
+        (
+            {"label": "cytoplasm", "points": [[1, 1], [2, 2]]},
+            "a cytoplasm polygon needs >= 3 (x, y) points, found shape (2, 2)",
+        ),
+        (
+            {"label": "nucleus", "points": [1, 2, 3]},
+            "a nucleus polygon needs >= 3 (x, y) points, found shape (3,)",
+        ),
+    ],
+    ids=["no-points", "two-points", "flat"],
+)
+def test_read_labelme_bad_polygon(tmp_path: Path, shape: dict[str, object], found: str) -> None:
+    path = _labelme(tmp_path, [shape])
+    with pytest.raises(DataError) as info:
+        read_labelme(path)
+    assert str(info.value) == f"{path}: {found}"
 
 
 # ---------------------------------------------------------------------------------------------
