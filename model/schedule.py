@@ -52,9 +52,14 @@ def export_if_better(best: Path, arch: str, scale: int) -> bool:
         return False
     target = WEIGHTS_DIR / f"{arch}_x{scale}.pt"
     save_weights(
-        loaded.model, target, arch=arch, scale=scale,
-        arch_kwargs=loaded.meta["arch_kwargs"], config=loaded.meta["config"],
-        metrics=loaded.meta["metrics"], dtype=torch.float16,
+        loaded.model,
+        target,
+        arch=arch,
+        scale=scale,
+        arch_kwargs=loaded.meta["arch_kwargs"],
+        config=loaded.meta["config"],
+        metrics=loaded.meta["metrics"],
+        dtype=torch.float16,
     )
     register_shipped(arch, scale, target, metrics=loaded.meta["metrics"])
     return True
@@ -73,11 +78,16 @@ def main(argv: list[str] | None = None) -> None:
         name = f"{arch}_x{scale}"
         if only and name not in only:
             continue
-        cfg = replace(TrainConfig(), arch=arch, scale=scale, epochs=max(1, round(epochs * args.epochs_scale)))
+        cfg = replace(
+            TrainConfig(), arch=arch, scale=scale, epochs=max(1, round(epochs * args.epochs_scale))
+        )
         result = train(cfg, data=args.data, run_dir=args.runs / name, resume=True, progress=True)
         shipped = export_if_better(result.best_weights, arch, scale)
-        print(f"{name}: {result.epochs_done} epochs, best val PSNR "
-              f"{max(h['val_psnr'] for h in result.history):.3f} dB, shipped={shipped}", flush=True)
+        print(
+            f"{name}: {result.epochs_done} epochs, best val PSNR "
+            f"{max(h['val_psnr'] for h in result.history):.3f} dB, shipped={shipped}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
