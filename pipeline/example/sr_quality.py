@@ -432,6 +432,8 @@ def measure(
         lr_shape = (mosaic.shape[0] // scale, mosaic.shape[1] // scale)
         shipped = shipped_archs(scale)
         wanted = list(archs) if archs else ["bicubic", *shipped]
+        if not archs and not shipped:
+            notes.append(f"x{scale}: no network weights shipped yet (model/weights/manifest.json)")
         if "bicubic" not in wanted:
             wanted.insert(0, "bicubic")  # the alignment check and the baseline need it
         for arch in dict.fromkeys(wanted):
