@@ -96,6 +96,9 @@ class ClusterConfig:
         memory_limit: per-worker memory limit for the LocalCluster (Dask syntax, e.g. "4GiB").
         max_batches_in_flight: SR batches submitted but not yet finished, per worker.
         dashboard: start the Dask dashboard of the embedded cluster and print its link.
+        cpu_cells_per_call: cells fed to the network in one call on a CPU worker; bounds the
+            worker's memory (GP x8 at 224 px: about 100 MiB per cell) at little cost in speed.
+            0 feeds the whole batch. GPU workers always take the whole batch.
     """
 
     scheduler: str = ""
@@ -104,6 +107,7 @@ class ClusterConfig:
     memory_limit: str = "auto"
     max_batches_in_flight: int = 2
     dashboard: bool = False
+    cpu_cells_per_call: int = 4
 
 
 @dataclass(frozen=True)

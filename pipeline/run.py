@@ -150,7 +150,7 @@ def describe_model(spec: ModelSpec) -> dict[str, Any]:
 
 
 def super_resolve(
-    upscaler: Any, lr: np.ndarray, geometry: CropGeometry
+    upscaler: Any, lr: np.ndarray, geometry: CropGeometry, *, cells_per_call: int = 0
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Super-resolve LR crops and trim the context margin.
 
@@ -158,16 +158,23 @@ def super_resolve(
         upscaler: a loaded ``leukoscreen.model.inference.Upscaler``.
         lr: (N, h, w, 3) uint8 crops, ``h = w = geometry.read_px``.
         geometry: the crop geometry.
+        cells_per_call: feed the network this many crops at a time (bounds activation memory);
+            0 feeds all N at once.
 
     Returns:
         SR (N, H, W, 3) uint8 and parsing labels (N, H, W) uint8 or ``None``, with
         ``H = W = geometry.hr_size_px``.
     """
-    sr, parsing = upscaler.upscale(lr)
-    sr = np.ascontiguousarray(trim_margin(sr, geometry.trim_px))
-    if parsing is not None:
-        parsing = np.ascontiguousarray(trim_margin(parsing, geometry.trim_px))
-    return sr, parsing
+    step = cells_per_call if cells_per_call > 0 else max(len(lr), 1)
+    srs, parsings = [], []
+    for start in range(0, max(len(lr), 1), step):
+        sr, parsing = upscaler.upscale(lr[start : start + step])
+        srs.append(trim_margin(sr, geometry.trim_px))
+        if parsing is not None:
+            parsings.append(trim_margin(parsing, geometry.trim_px))
+    sr_all = np.ascontiguousarray(np.concatenate(srs))  # (N, H, W, 3)
+    parsing_all = np.ascontiguousarray(np.concatenate(parsings)) if parsings else None
+    return sr_all, parsing_all
 
 
 def sr_batch_task(
@@ -179,6 +186,7 @@ def sr_batch_task(
     geometry: CropGeometry,
     spec: ModelSpec,
     checkpoint_sha256: str,
+    cpu_cells_per_call: int = 0,
 ) -> dict[str, Any]:
     """One SR task: read the batch's crops, upscale, write its chunks, return timings.
 
@@ -191,6 +199,7 @@ def sr_batch_task(
         geometry: crop geometry.
         spec: which model.
         checkpoint_sha256: the hash the run's store records; another one is an error.
+        cpu_cells_per_call: cells per network call on a CPU device (0: the whole batch).
 
     Returns:
         ``{"batch", "n_cells", "read_s", "model_s", "write_s"}``: metadata only, no pixels.
@@ -207,10 +216,11 @@ def sr_batch_task(
             f"{spec.checkpoint or spec.arch}: this worker loaded weights with sha256 "
             f"{upscaler.checkpoint_sha256[:12]}..., the store records {checkpoint_sha256[:12]}..."
         )
-    lock = contextlib.nullcontext() if str(upscaler.device).startswith("cuda") else _CPU_SR_LOCK
-    with lock:
+    on_gpu = str(upscaler.device).startswith("cuda")
+    with contextlib.nullcontext() if on_gpu else _CPU_SR_LOCK:
         t2 = time.perf_counter()
-        sr, parsing = super_resolve(upscaler, lr, geometry)
+        per_call = 0 if on_gpu else cpu_cells_per_call
+        sr, parsing = super_resolve(upscaler, lr, geometry, cells_per_call=per_call)
         t3 = time.perf_counter()
     zstore.write_batch(Path(store_path), batch_index, sr, parsing, lr)
     t4 = time.perf_counter()
@@ -662,7 +672,14 @@ def _run_on(
     if config.output.resume and zstore.is_store(out):
         state = zstore.open_for_resume(out, identity)
     else:
-        zstore.create_store(out, identity, config=to_dict(config), overwrite=True)
+        # An existing store here was allowed by check_output_location (overwrite, or resume of
+        # an empty folder); create_store checks again before deleting anything.
+        zstore.create_store(
+            out,
+            identity,
+            config=to_dict(config),
+            overwrite=config.output.overwrite or config.output.resume,
+        )
 
     detect_s = 0.0
     if state is None or state.n_cells is None:
@@ -681,7 +698,8 @@ def _run_on(
     t0 = time.perf_counter()
     cells_now, model_s = _super_resolve_all(
         client, slide, out, columns, done, geometry, spec, model["checkpoint_sha256"], info,
-        config.cluster.max_batches_in_flight, inference.batch_size, progress=progress,
+        config.cluster.max_batches_in_flight, inference.batch_size,
+        config.cluster.cpu_cells_per_call, progress=progress,
     )  # fmt: skip
     sr_s = time.perf_counter() - t0
     total_s = time.perf_counter() - t_start
@@ -749,6 +767,7 @@ def _super_resolve_all(
     info: ClusterInfo,
     max_batches_in_flight: int,
     spec_batch_size: int,
+    cpu_cells_per_call: int,
     *,
     progress: bool,
 ) -> tuple[int, float]:
@@ -781,6 +800,7 @@ def _super_resolve_all(
                 geometry,
                 spec,
                 checkpoint_sha256,
+                cpu_cells_per_call,
                 key=f"leukoscreen-sr-{run_id}-{batch}",
                 resources=info.sr_resources,
                 pure=False,

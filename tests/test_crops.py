@@ -94,7 +94,7 @@ def test_read_crops_of_no_cells_is_empty() -> None:
 
 def test_read_crops_checks_the_reader_output() -> None:
     class Broken:
-        def read_region(self, row: int, col: int, height: int, width: int, *, level: int = 0):  # type: ignore[no-untyped-def]
+        def read_region(self, row: int, col: int, height: int, width: int, *, level: int = 0):
             return np.zeros((height, width), np.uint8)
 
     with pytest.raises(ValueError, match=r"expected \(4, 4, 3\) uint8"):
@@ -111,7 +111,7 @@ def test_trim_margin_removes_each_side() -> None:
         trim_margin(images, 5)
 
 
-def test_read_crops_from_svs_equals_the_drawn_pixels(svs_slide) -> None:  # type: ignore[no-untyped-def]
+def test_read_crops_from_svs_equals_the_drawn_pixels(svs_slide) -> None:
     rows = np.array([c.row for c in svs_slide.cells])
     cols = np.array([c.col for c in svs_slide.cells])
     geometry = CropGeometry(scale=8, hr_size_px=224, margin_px=4)

@@ -213,6 +213,58 @@ def test_run_default_output_is_in_the_current_folder(
     assert_same_store(tmp_path / "smear.leukoscreen.zarr", reference)
 
 
+EXAMPLE = Path(__file__).resolve().parents[1] / "pipeline" / "example" / "bccd_x8.svs"
+
+
+def _example_recall(out: Path) -> tuple[int, int]:
+    """(WBC boxes holding a detected centre, boxes) of the example slide's ground truth."""
+    import json
+
+    truth = json.loads(EXAMPLE.with_suffix(".json").read_text())["wbc_boxes"]
+    table = store.read_table(out)
+    hit = sum(
+        bool(np.any((table["row"] >= b["row0"]) & (table["row"] < b["row1"])
+                    & (table["col"] >= b["col0"]) & (table["col"] < b["col1"])))
+        for b in truth
+    )  # fmt: skip
+    return hit, len(truth)
+
+
+@pytest.mark.skipif(not EXAMPLE.is_file(), reason="the example slide is not built")
+def test_run_example_slide_with_a_tiny_network(models, tmp_path) -> None:
+    out = tmp_path / "bccd_x8.leukoscreen.zarr"
+    assert main(["run", str(EXAMPLE), "--scale", "8", "--out", str(out),
+                 "--config", str(models["x8.toml"])]) == 0  # fmt: skip
+    cells = store.open_cells(out)
+    assert cells.attrs["slide"]["mpp"] == 0.52 and cells.attrs["slide"]["vendor"] == "aperio"
+    hit, total = _example_recall(out)
+    assert hit >= 0.95 * total
+    assert cells.sr.shape == (len(cells), HR, HR, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EXAMPLE.is_file(), reason="the example slide is not built")
+def test_run_example_slide_with_shipped_weights(tmp_path, capsys) -> None:
+    from leukoscreen.model.errors import CheckpointError
+    from leukoscreen.model.inference import load_pretrained
+
+    try:
+        load_pretrained("gp", 8, device="cpu")
+    except CheckpointError as err:
+        pytest.skip(f"no shipped x8 weights: {err}")
+    out = tmp_path / "bccd_x8.leukoscreen.zarr"
+    assert main(["run", str(EXAMPLE), "--scale", "8", "--out", str(out)]) == 0  # README command
+    assert f"-> {out}" in capsys.readouterr().out
+    cells = store.open_cells(out)
+    assert cells.sr.shape[1:] == (224, 224, 3) and cells.lr.shape[1:] == (36, 36, 3)
+    assert cells.attrs["model"]["arch"] == "gp" and cells.parsing is not None
+    hit, total = _example_recall(out)
+    assert hit >= 0.95 * total
+    # the network finds nuclei: every cell's parsing map has nucleus pixels near its centre
+    centre = cells.parsing[:, 96:128, 96:128].compute()
+    assert ((centre == 2).mean(axis=(1, 2)) > 0.1).mean() >= 0.8
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -475,3 +527,104 @@ def test_worker_killed_mid_run_loses_no_cell(svs_slide, models, reference, tmp_p
     assert store.read_attrs(out)["status"] == "complete"
     assert zarr.open_array(out / "batches" / "done", mode="r")[:].all()
     assert_same_store(out, reference)
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+class FakeUpscaler:
+    """Nearest-neighbour x``scale`` with labels = cell index mod 3: known answers, no torch."""
+
+    def __init__(self, scale: int) -> None:
+        self.scale = scale
+        self.calls: list[int] = []
+
+    def upscale(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls.append(len(lr))
+        sr = lr.repeat(self.scale, axis=1).repeat(self.scale, axis=2)
+        labels = (lr[..., 0] % 3).repeat(self.scale, axis=1).repeat(self.scale, axis=2)
+        return sr, labels.astype(np.uint8)
+
+
+def test_super_resolve_trims_and_splits_calls() -> None:
+    from leukoscreen.pipeline.crops import CropGeometry
+    from leukoscreen.pipeline.run import super_resolve
+
+    geometry = CropGeometry(scale=4, hr_size_px=8, margin_px=1)  # core 2, read 4, trim 4
+    rng = np.random.default_rng(0)
+    lr = rng.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
+    fake = FakeUpscaler(4)
+    sr, parsing = super_resolve(fake, lr, geometry, cells_per_call=2)
+    assert fake.calls == [2, 2, 1]
+    assert sr.shape == (5, 8, 8, 3) and parsing is not None and parsing.shape == (5, 8, 8)
+    # the core LR pixels, each repeated 4x4
+    np.testing.assert_array_equal(sr, lr[:, 1:3, 1:3].repeat(4, axis=1).repeat(4, axis=2))
+    whole, whole_parsing = super_resolve(FakeUpscaler(4), lr, geometry)
+    np.testing.assert_array_equal(sr, whole)
+    np.testing.assert_array_equal(parsing, whole_parsing)
+
+
+def test_size_local_cluster() -> None:
+    from leukoscreen.pipeline.config import ClusterConfig
+    from leukoscreen.pipeline.run import size_local_cluster
+
+    assert size_local_cluster(ClusterConfig(), n_gpus=0, cores=2) == (1, 2)
+    assert size_local_cluster(ClusterConfig(), n_gpus=0, cores=16) == (4, 4)
+    assert size_local_cluster(ClusterConfig(), n_gpus=2, cores=16) == (2, 8)
+    assert size_local_cluster(ClusterConfig(n_workers=3, threads_per_worker=1), n_gpus=0,
+                              cores=16) == (3, 1)  # fmt: skip
+
+
+def test_count_gpus_follows_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from leukoscreen.pipeline.run import count_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert count_gpus("auto") == 2
+    assert count_gpus("cpu") == 0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert count_gpus("cuda") == 0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert count_gpus("auto") == 0
+
+
+def test_check_mpp_accepts_within_tolerance_and_scales_with_x4() -> None:
+    from leukoscreen.model.errors import UsageError
+    from leukoscreen.pipeline.config import Config, override
+    from leukoscreen.pipeline.run import check_mpp, expected_mpp
+
+    x8 = Config()
+    x4 = override(Config(), **{"inference.scale": 4})
+    assert expected_mpp(x8) == 0.52 and expected_mpp(x4) == 0.26
+    check_mpp(Path("s.svs"), 0.52 * 2.5, x8)
+    check_mpp(Path("s.svs"), 0.52 / 2.5, x8)
+    with pytest.raises(UsageError, match=r"^s.svs: pixel size 0.1 um/px is 0.385x the 0.26 um/px"):
+        check_mpp(Path("s.svs"), 0.1, x4)
+
+
+def test_table_columns_orders_cells_by_row_then_col() -> None:
+    from leukoscreen.pipeline.detect import CellTable
+    from leukoscreen.pipeline.run import table_columns
+
+    cells = CellTable(
+        row=np.array([50.0, 10.0, 10.0]),
+        col=np.array([5.0, 30.0, 20.0]),
+        bbox=np.array([[40, 0, 60, 10], [0, 20, 20, 40], [0, 10, 20, 30]]),
+        area_um2=np.array([1.0, 2.0, 3.0]),
+        score=np.array([0.1, 0.2, 0.3]),
+    )
+    table = table_columns(cells, mpp=0.5, batch_size=2)
+    np.testing.assert_array_equal(table["cell_id"], [0, 1, 2])
+    np.testing.assert_array_equal(table["row"], [10.0, 10.0, 50.0])
+    np.testing.assert_array_equal(table["col"], [20.0, 30.0, 5.0])
+    np.testing.assert_array_equal(table["col_um"], [10.0, 15.0, 2.5])
+    np.testing.assert_array_equal(table["area_um2"], [3.0, 2.0, 1.0])
+    np.testing.assert_array_equal(table["bbox"][0], [0, 10, 20, 30])
+    np.testing.assert_array_equal(table["batch"], [0, 0, 1])
+
+
+def test_default_output_is_the_stem_in_the_current_folder(monkeypatch, tmp_path) -> None:
+    from leukoscreen.pipeline.run import default_output
+
+    monkeypatch.chdir(tmp_path)
+    assert default_output(Path("/data/scan.1.svs")) == tmp_path / "scan.1.leukoscreen.zarr"
+    assert default_output(Path("a.tif"), Path("/o")) == Path("/o/a.leukoscreen.zarr")
