@@ -10,6 +10,7 @@ saved into every output store and checkpoint (``to_dict``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import types
 import typing
@@ -257,6 +258,6 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
+        # A JSON string is a valid TOML basic string (same escapes, incl. \n and \uXXXX).
+        return json.dumps(value, ensure_ascii=False)
     return repr(value)
