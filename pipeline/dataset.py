@@ -14,7 +14,7 @@ import torch
 import zarr
 from torch.utils.data import Dataset
 
-from leukoscreen.pipeline.store import read_attrs, read_table
+from leukoscreen.pipeline.store import open_cells, read_attrs, read_table
 
 
 class CellDataset(Dataset[dict[str, Any]]):
@@ -41,8 +41,6 @@ class CellDataset(Dataset[dict[str, Any]]):
     """
 
     def __init__(self, path: Path | str) -> None:
-        from leukoscreen.pipeline.store import open_cells
-
         self.path = Path(path)
         open_cells(self.path)  # validates: a complete leukoscreen store
         self.table = read_table(self.path)
@@ -62,8 +60,11 @@ class CellDataset(Dataset[dict[str, Any]]):
     def _open(self) -> dict[str, zarr.Array]:
         if self._arrays is None:
             root = zarr.open_group(self.path, mode="r")
-            names = [name for name in ("sr", "parsing", "lr") if name in root["cells"]]  # type: ignore[operator]
-            self._arrays = {name: root[f"cells/{name}"] for name in names}  # type: ignore[misc]
+            self._arrays = {}
+            for name in ("sr", "parsing", "lr"):
+                node = root.get(f"cells/{name}")
+                if isinstance(node, zarr.Array):
+                    self._arrays[name] = node
         return self._arrays
 
     def _chunk(self, chunk_index: int, chunk_len: int) -> dict[str, np.ndarray]:

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from leukoscreen.model.errors import CheckpointError, UsageError
 from leukoscreen.pipeline import store as zstore
-from leukoscreen.pipeline.config import ClusterConfig, Config, to_dict
+from leukoscreen.pipeline.config import ClusterConfig, Config, DetectConfig, to_dict
 from leukoscreen.pipeline.crops import CropGeometry, read_crops, trim_margin
 from leukoscreen.pipeline.detect import CellTable, Tile, detect_tile, plan_tiles
 from leukoscreen.pipeline.slide import Slide
@@ -233,7 +233,7 @@ def sr_batch_task(
     }
 
 
-def detect_task(slide: Slide, tile: Tile, cfg: Any) -> CellTable:
+def detect_task(slide: Slide, tile: Tile, cfg: DetectConfig) -> CellTable:
     """One detection task: :func:`detect_tile` and release the slide file."""
     try:
         return detect_tile(slide, tile, cfg)
@@ -682,7 +682,7 @@ def _run_on(
         )
 
     detect_s = 0.0
-    if state is None or state.n_cells is None:
+    if state is None or state.n_cells is None or state.done is None:
         t0 = time.perf_counter()
         cells = _detect(client, slide, config, progress=progress)
         detect_s = time.perf_counter() - t0
@@ -691,7 +691,6 @@ def _run_on(
         done = np.zeros(zstore.n_batches_for(len(cells), inference.batch_size), dtype=bool)
     else:
         columns = zstore.read_table(out)
-        assert state.done is not None  # set whenever n_cells is
         done = state.done
     n_cells = len(columns["cell_id"])
 

@@ -465,11 +465,12 @@ def write_batch(
 
     Raises:
         ValueError: shapes or dtypes that do not match the store, or a batch index out of range.
+        OutputError: the store lacks a cell array (not made by :func:`write_cell_table`).
     """
-    root = zarr.open_group(Path(store_path), mode="r+")
-    sr_array = root["cells/sr"]
-    lr_array = root["cells/lr"]
-    assert isinstance(sr_array, zarr.Array) and isinstance(lr_array, zarr.Array)
+    path = Path(store_path)
+    root = zarr.open_group(path, mode="r+")
+    sr_array = _array(root, "cells/sr", path)
+    lr_array = _array(root, "cells/lr", path)
     n_cells = sr_array.shape[0]
     batch_size = sr_array.chunks[0]
     n_batches = n_batches_for(n_cells, batch_size)
@@ -479,18 +480,28 @@ def write_batch(
     n = stop - start
     _check_block("sr", sr, (n, *sr_array.shape[1:]))
     _check_block("lr", lr, (n, *lr_array.shape[1:]))
-    sr_array[start:stop] = sr
-    if "parsing" in root["cells"]:  # type: ignore[operator]
-        parsing_array = root["cells/parsing"]
-        assert isinstance(parsing_array, zarr.Array)
+    parsing_array = _array(root, "cells/parsing", path) if _has_parsing(root) else None
+    if parsing_array is not None:
         if parsing is None:
             raise ValueError("the store has cells/parsing but the batch has no parsing maps")
         _check_block("parsing", parsing, (n, *parsing_array.shape[1:]))
+    sr_array[start:stop] = sr
+    if parsing_array is not None and parsing is not None:
         parsing_array[start:stop] = parsing
     lr_array[start:stop] = lr
-    done = root["batches/done"]
-    assert isinstance(done, zarr.Array)
-    done[batch_index] = True  # last: the batch is done only once its data is on disk
+    # Last: the batch is done only once its data is on disk.
+    _array(root, "batches/done", path)[batch_index] = True
+
+
+def _array(root: zarr.Group, name: str, path: Path) -> zarr.Array:
+    node = root.get(name)
+    if not isinstance(node, zarr.Array):
+        raise OutputError(f"{path}: expected a Zarr array at {name!r}, found {node!r}")
+    return node
+
+
+def _has_parsing(root: zarr.Group) -> bool:
+    return isinstance(root.get("cells/parsing"), zarr.Array)
 
 
 def _check_block(name: str, block: np.ndarray, expected: tuple[int, ...]) -> None:
@@ -561,8 +572,7 @@ def open_cells(path: Path, *, allow_incomplete: bool = False) -> StoredCells:
         )
     if not attrs.get("table_written"):
         raise OutputError(f"{path}: the store has no cell table yet")
-    root = zarr.open_group(path, mode="r")
-    has_parsing = "parsing" in root["cells"]  # type: ignore[operator]
+    has_parsing = _has_parsing(zarr.open_group(path, mode="r"))
     return StoredCells(
         sr=da.from_zarr(str(path), component="cells/sr"),
         parsing=da.from_zarr(str(path), component="cells/parsing") if has_parsing else None,
