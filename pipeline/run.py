@@ -323,7 +323,7 @@ def open_client(cfg: ClusterConfig, *, device: str) -> Iterator[Client]:
     """
     if cfg.scheduler:
         try:
-            client = Client(cfg.scheduler, timeout="20s")
+            client = Client(cfg.scheduler, timeout="10s")
         except (OSError, TimeoutError) as err:
             raise UsageError(
                 f"{cfg.scheduler}: cannot connect to the Dask scheduler ({err.__class__.__name__}:"
@@ -343,7 +343,7 @@ def open_client(cfg: ClusterConfig, *, device: str) -> Iterator[Client]:
         threads_per_worker=threads,
         processes=True,
         memory_limit=cfg.memory_limit,
-        dashboard_address=":0" if cfg.dashboard else None,
+        dashboard_address=":8787" if cfg.dashboard else None,  # a busy port falls back to any
         resources={"GPU": 1} if n_gpus else None,
         silence_logs=logging.ERROR,
     )

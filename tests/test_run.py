@@ -265,6 +265,28 @@ def test_run_example_slide_with_shipped_weights(tmp_path, capsys) -> None:
     assert ((centre == 2).mean(axis=(1, 2)) > 0.1).mean() >= 0.8
 
 
+def test_run_on_an_existing_scheduler(svs_slide, models, reference, tmp_path, capsys) -> None:
+    out = tmp_path / "remote.leukoscreen.zarr"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster:  # fmt: skip
+        status = main(["run", str(svs_slide.path), "--out", str(out), "--scheduler",
+                       cluster.scheduler_address, "--config", str(models["x8.toml"])])  # fmt: skip
+        assert status == 0
+        assert len(cluster.workers) == 1  # the run used this cluster and left it running
+    assert "leukoscreen: Dask dashboard at http" in capsys.readouterr().err
+    assert_same_store(out, reference)
+
+
+def test_bad_scheduler_address(svs_slide, models, tmp_path, capsys) -> None:
+    out = tmp_path / "x.leukoscreen.zarr"
+    status = main(["run", str(svs_slide.path), "--out", str(out), "--scheduler",
+                   "tcp://127.0.0.1:9", "--config", str(models["x8.toml"])])  # fmt: skip
+    assert status == 2
+    line = error_line(capsys)
+    assert line.startswith("leukoscreen: error: tcp://127.0.0.1:9: cannot connect to the Dask")
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
