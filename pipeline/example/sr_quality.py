@@ -181,6 +181,7 @@ class ArchResult:
     Attributes:
         arch: network name (``bicubic``: no network).
         scale: SR factor.
+        precision: the network's arithmetic, resolved (``bf16 on cpu``; ``-`` for bicubic).
         checkpoint_sha256: the weights' hash as the store records it ('' for bicubic).
         n_cells: cells in the store.
         n_scored: cells whose LR crop lies wholly inside the slide (scored).
@@ -195,6 +196,7 @@ class ArchResult:
 
     arch: str
     scale: int
+    precision: str
     checkpoint_sha256: str
     n_cells: int
     n_scored: int
@@ -319,7 +321,11 @@ def run_pipeline(
 
 
 def measure_store(
-    store: Path, mosaic: NDArray[np.uint8], lr_shape: tuple[int, int], run_s: float
+    store: Path,
+    mosaic: NDArray[np.uint8],
+    lr_shape: tuple[int, int],
+    run_s: float,
+    precision: str = "-",
 ) -> tuple[ArchResult, NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64], NDArray[np.intp]]:
     """Score every in-slide SR cell of a store against the full-resolution mosaic.
 
@@ -351,6 +357,7 @@ def measure_store(
     result = ArchResult(
         arch=str(attrs["model"]["arch"]),
         scale=geometry.scale,
+        precision=precision,
         checkpoint_sha256=str(attrs["model"]["checkpoint_sha256"]),
         n_cells=len(cells),
         n_scored=len(keep),
@@ -404,6 +411,7 @@ def measure(
     archs: tuple[str, ...] | None,
     config: Config,
     *,
+    precisions: tuple[str, ...] = ("auto",),
     rerun: bool = False,
 ) -> tuple[list[ArchResult], list[Alignment], list[str]]:
     """Build, run the pipeline per network and scale, and score.
@@ -413,7 +421,9 @@ def measure(
         cache: folder for the mosaics and stores (kept between runs).
         scales: SR factors.
         archs: networks to measure; ``None`` means bicubic plus every shipped network.
-        config: the base config (arch and scale are set per run).
+        config: the base config (arch, scale and precision are set per run).
+        precisions: ``inference.precision`` values; each network runs once per value (bicubic
+            once: it has no network).
         rerun: rerun the pipeline even when a matching complete store is cached.
 
     Returns:
@@ -441,16 +451,28 @@ def measure(
                 notes.append(f"{arch} x{scale}: no shipped weights (model/weights/manifest.json)")
                 print(f"skipping {notes[-1]}", file=sys.stderr)
                 continue
-            cfg = override(config, **{"inference.arch": arch, "inference.scale": scale})
-            store = cache / f"bccd_{SPLIT}_x{scale}.{arch}.leukoscreen.zarr"
-            run_s, _ = run_pipeline(paths[scale], store, cfg, rerun=rerun)
-            result, sr, hr_row0, hr_col0, _ = measure_store(store, mosaic, lr_shape, run_s)
-            results.append(result)
-            print(
-                f"x{scale} {arch}: PSNR {result.psnr_db:.2f} dB, SSIM {result.ssim:.4f} over "
-                f"{result.n_scored}/{result.n_cells} cells",
-                file=sys.stderr,
-            )
+            for precision in precisions[:1] if arch == "bicubic" else precisions:
+                cfg = override(
+                    config,
+                    **{
+                        "inference.arch": arch,
+                        "inference.scale": scale,
+                        "inference.precision": precision,
+                    },
+                )
+                tag = arch if precision == "auto" else f"{arch}.{precision}"
+                store = cache / f"bccd_{SPLIT}_x{scale}.{tag}.leukoscreen.zarr"
+                run_s, _ = run_pipeline(paths[scale], store, cfg, rerun=rerun)
+                resolved = "-" if arch == "bicubic" else resolved_precision(cfg)
+                result, sr, hr_row0, hr_col0, _ = measure_store(
+                    store, mosaic, lr_shape, run_s, resolved
+                )
+                results.append(result)
+                print(
+                    f"x{scale} {arch} ({resolved}): PSNR {result.psnr_db:.2f} dB, SSIM "
+                    f"{result.ssim:.4f} over {result.n_scored}/{result.n_cells} cells",
+                    file=sys.stderr,
+                )
             if arch == "bicubic":
                 alignment = check_alignment(mosaic, sr, hr_row0, hr_col0, result.cell_ids, scale)
                 alignments.append(alignment)
@@ -471,7 +493,7 @@ def render(
     notes: list[str],
     command: str,
     config: Config,
-    precision: str,
+    device: str,
 ) -> str:
     """The Markdown report."""
     inference = config.inference
@@ -489,8 +511,8 @@ def render(
         "bicubic into a pyramidal `.svs`, exactly as the committed example slide",
         "(`leukoscreen.pipeline.example.build`). `leukoscreen run` (detection, crops, SR, Zarr",
         f"store; {inference.hr_size_px} px cells, {inference.context_margin_px} LR px of context",
-        f"trimmed after SR, device `{inference.device}`, precision {precision}) runs on that slide",
-        "once per network. Each stored SR cell is compared with the same cell cut from the",
+        f"trimmed after SR, device `{inference.device}` = {device}) runs on that slide once per",
+        "network. Each stored SR cell is compared with the same cell cut from the",
         "full-resolution mosaic at its exact footprint: full-resolution rows",
         "`[core_row0 * scale, core_row0 * scale + hr_size_px)` with",
         "`core_row0 = floor(row + 0.5) - (hr_size_px // scale) // 2`, as `pipeline/crops.py`, and",
@@ -500,15 +522,15 @@ def render(
         "side (`leukoscreen.model.metrics`), averaged over the cells whose whole LR crop, context",
         "margin included, lies inside the slide (the others read white padding and are left out).",
         "",
-        "| scale | network | weights sha256 | cells in store | cells scored | PSNR (dB) |"
-        " median PSNR (dB) | SSIM |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scale | network | precision | weights sha256 | cells in store | cells scored |"
+        " PSNR (dB) | median PSNR (dB) | SSIM |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         sha = r.checkpoint_sha256[:12] or "-"
         lines.append(
-            f"| x{r.scale} | {r.arch} | {sha} | {r.n_cells} | {r.n_scored} | {r.psnr_db:.2f} "
-            f"| {r.psnr_median_db:.2f} | {r.ssim:.4f} |"
+            f"| x{r.scale} | {r.arch} | {r.precision} | {sha} | {r.n_cells} | {r.n_scored} "
+            f"| {r.psnr_db:.2f} | {r.psnr_median_db:.2f} | {r.ssim:.4f} |"
         )
     comparisons = []
     for r in results:
@@ -518,12 +540,29 @@ def render(
         gain = np.asarray(r.cell_psnr_db) - np.asarray(base.cell_psnr_db)
         ssim_gain = np.asarray(r.cell_ssim) - np.asarray(base.cell_ssim)
         comparisons.append(
-            f"- x{r.scale} {r.arch} vs bicubic, same {r.n_scored} cells: PSNR "
+            f"- x{r.scale} {r.arch} ({r.precision}) vs bicubic, same {r.n_scored} cells: PSNR "
             f"{float(gain.mean()):+.2f} dB on average (higher on {int((gain > 0).sum())} cells), "
             f"SSIM {float(ssim_gain.mean()):+.4f} (higher on {int((ssim_gain > 0).sum())} cells)."
         )
     if comparisons:
         lines += ["", "Paired per cell:", "", *comparisons]
+    weights = []
+    manifest = read_manifest()
+    for key in dict.fromkeys(f"{r.arch}_x{r.scale}" for r in results if r.arch != "bicubic"):
+        entry = manifest.get(key, {})
+        metrics = entry.get("metrics", {})
+        if metrics:
+            shown = ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+            )
+            weights.append(f"- {key} ({str(entry.get('sha256', ''))[:12]}): {shown}.")
+    if weights:
+        lines += [
+            "",
+            "Shipped weights measured (training metrics from the manifest):",
+            "",
+            *weights,
+        ]
     if notes:
         lines += ["", "Not measured:", "", *[f"- {n}" for n in notes]]
     lines += [
@@ -555,7 +594,7 @@ def render(
 
 
 def resolved_precision(config: Config) -> str:
-    """The precision ``auto`` resolves to on this machine for the configured device."""
+    """The precision the configured one resolves to on this machine, with the device type."""
     from leukoscreen.model.train import resolve_device, resolve_precision
 
     device = resolve_device(config.inference.device)
@@ -568,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         Exit status: 0 (also when the BCCD folder is absent: nothing to measure).
     """
+    from leukoscreen.model.train import resolve_device  # imports torch
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bccd", type=Path, required=True, help="the BCCD folder")
     parser.add_argument(
@@ -585,6 +626,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="mosaics and stores")
     parser.add_argument("--config", type=Path, default=None, help="leukoscreen TOML config")
     parser.add_argument("--device", default=None, help="auto, cpu or cuda (inference.device)")
+    parser.add_argument(
+        "--precision",
+        action="append",
+        choices=("auto", "bf16", "fp32"),
+        help="network precision (repeatable: one run per value; default: the config's)",
+    )
     parser.add_argument("--rerun", action="store_true", help="rerun the pipeline, ignore cache")
     args = parser.parse_args(argv)
     if not (args.bccd / "ImageSets" / "Main" / f"{SPLIT}.txt").is_file():
@@ -597,24 +644,25 @@ def main(argv: list[str] | None = None) -> int:
     config = override(load_config(args.config), **{"inference.device": args.device})
     scales = tuple(dict.fromkeys(args.scale or [8]))
     archs = tuple(args.arch) if args.arch else None
+    precisions = tuple(dict.fromkeys(args.precision or [config.inference.precision]))
     results, alignments, notes = measure(
-        args.bccd, args.cache, scales, archs, config, rerun=args.rerun
+        args.bccd, args.cache, scales, archs, config, precisions=precisions, rerun=args.rerun
     )
     command = "python -m leukoscreen.pipeline.example.sr_quality " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )
     for r in results:
         print(
-            f"x{r.scale} {r.arch}: PSNR {r.psnr_db:.2f} dB  SSIM {r.ssim:.4f}  "
+            f"x{r.scale} {r.arch} ({r.precision}): PSNR {r.psnr_db:.2f} dB  SSIM {r.ssim:.4f}  "
             f"({r.n_scored} of {r.n_cells} cells)"
         )
     json_path = args.json or (args.doc.with_suffix(".json") if args.doc else None)
-    precision = resolved_precision(config)
+    device = str(resolve_device(config.inference.device))
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "command": command,
-            "precision": precision,
+            "device": device,
             "results": [asdict(r) for r in results],
             "alignment": [{**asdict(a), "ok": a.ok} for a in alignments],
             "notes": notes,
@@ -622,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         json_path.write_text(json.dumps(payload, indent=1) + "\n")
     if args.doc:
         args.doc.parent.mkdir(parents=True, exist_ok=True)
-        args.doc.write_text(render(results, alignments, notes, command, config, precision))
+        args.doc.write_text(render(results, alignments, notes, command, config, device))
     return 0
 
 
