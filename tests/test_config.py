@@ -367,6 +367,14 @@ def test_to_toml_round_trips_awkward_values() -> None:
     assert from_mapping(Config, data, source="to_toml") == config
 
 
+def test_to_toml_escapes_control_characters() -> None:
+    path = "runs/line one\nline two\ttab\x01.pt"
+    config = override(Config(), **{"inference.checkpoint": path})
+    text = to_toml(config)
+    assert 'checkpoint = "runs/line one\\nline two\\ttab\\u0001.pt"' in text
+    assert tomllib.loads(text)["inference"]["checkpoint"] == path
+
+
 def test_to_toml_output_loads_from_a_file(tmp_path: Path) -> None:
     config = override(Config(), **{"inference.scale": 4, "train.epochs": 3})
     assert load_config(_write(tmp_path, to_toml(config))) == config
