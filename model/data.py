@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import skimage.draw
@@ -35,6 +36,8 @@ from numpy.typing import NDArray
 
 from leukoscreen.model.errors import DataError
 from leukoscreen.model.imresize import imresize, rgb2y
+
+ScalarT = TypeVar("ScalarT", bound=np.generic)
 
 BACKGROUND, CYTOPLASM, NUCLEUS = 0, 1, 2  # parsing labels, as stored everywhere
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -207,9 +210,7 @@ def split_ids(samples: Sequence[Sample], *, seed: int = 0) -> dict[str, list[str
     return split
 
 
-def fit_to_size(
-    image: NDArray[np.generic], size_px: int
-) -> tuple[NDArray[np.generic], tuple[int, int]]:
+def fit_to_size(image: NDArray[ScalarT], size_px: int) -> tuple[NDArray[ScalarT], tuple[int, int]]:
     """Centre-crop to at most ``size_px`` per side, then pad bottom/right by symmetric reflection.
 
     Returns:
@@ -221,7 +222,8 @@ def fit_to_size(
     image = image[top : top + size_px, left : left + size_px]
     valid = image.shape[:2]
     pad = [(0, size_px - valid[0]), (0, size_px - valid[1])] + [(0, 0)] * (image.ndim - 2)
-    return np.pad(image, pad, mode="symmetric"), (int(valid[0]), int(valid[1]))
+    padded: NDArray[ScalarT] = np.pad(image, pad, mode="symmetric")
+    return padded, (int(valid[0]), int(valid[1]))
 
 
 def size_for(source: str, hr_size_px: int) -> int:

@@ -58,6 +58,7 @@ from leukoscreen.model.metrics import parsing_scores, psnr, ssim
 from leukoscreen.model.networks import METHOD_NAMES
 from leukoscreen.model.train import (
     autocast,
+    channels_last,
     model_input,
     read_samples,
     resolve_device,
@@ -427,7 +428,7 @@ def evaluate_methods(
                 weights[f"{method}_x{scale}"] = _describe(
                     loaded, checkpoints.get(f"{method}_x{scale}")
                 )
-                model = loaded.model.to(dev).to(memory_format=torch.channels_last).eval()
+                model = channels_last(loaded.model.to(dev)).eval()
             srs, labels = predict(model, dataset, device=dev, precision=prec, batch_size=batch_size)
             for index, sample in enumerate(chosen):
                 item = dataset[index]

@@ -24,7 +24,7 @@ from leukoscreen.model.checkpoint import LoadedWeights, load_weights, shipped_we
 from leukoscreen.model.config import ARCHS, SCALES
 from leukoscreen.model.errors import CheckpointError, UsageError
 from leukoscreen.model.imresize import imresize, rgb2ycbcr, ycbcr2rgb
-from leukoscreen.model.train import autocast, resolve_device, resolve_precision
+from leukoscreen.model.train import autocast, channels_last, resolve_device, resolve_precision
 
 MIN_LR_SIDE_PX = 4  # smaller crops carry no structure to super-resolve
 PARSING_COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], dtype=np.uint8)
@@ -100,7 +100,7 @@ class Upscaler:
 
 def _bind(loaded: LoadedWeights, device: str, precision: str) -> Upscaler:
     dev = resolve_device(device)
-    model = loaded.model.to(dev).to(memory_format=torch.channels_last).eval()
+    model = channels_last(loaded.model.to(dev)).eval()
     return Upscaler(
         arch=loaded.arch,
         scale=loaded.scale,

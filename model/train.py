@@ -86,6 +86,12 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def channels_last(model: nn.Module) -> nn.Module:
+    """``model`` with its weights in channels_last layout (faster bf16 convolutions on CPU)."""
+    # torch's type stubs omit Module.to(memory_format=...), which torch supports.
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
 def model_input(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The tensor a network reads: the bicubic-upsampled Y, or the LR Y for SRResNet."""
     return batch["lr"] if getattr(model, "input_kind", "upsampled") == "lr" else batch["up"]
@@ -220,7 +226,7 @@ def train(
     val_set = SRDataset(parts["val"], scale=cfg.scale, hr_size_px=cfg.hr_size_px)
 
     model = build_network(cfg.arch, scale=cfg.scale, **arch_kwargs).to(dev)
-    model = model.to(memory_format=torch.channels_last)
+    model = channels_last(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     history: list[dict[str, float]] = []
     start_epoch, best_psnr = 0, -math.inf
