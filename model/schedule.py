@@ -1,45 +1,17 @@
 """The documented CPU training schedule: every shipped network, in order, resumable.
 
 ``python -m leukoscreen.model.schedule --data DIR --runs DIR`` trains each (arch, scale) of
-:data:`CPU_SCHEDULE` into ``runs/<arch>_x<scale>/`` with ``leukoscreen.model.train.train``,
-resuming whatever a previous call left, and after each one exports its best weights (fp16) into
-the package's ``weights/`` folder when they beat the shipped ones on validation PSNR.
-
-The paper trains 100 epochs per network on two GPUs (§2.5). On a 2-core CPU we run the first
-``epochs`` epochs of that same recipe (Adam 1e-4, halved every 10 epochs, batch 8, whole images);
-the numbers are in ``docs/model-card.md``. Kill it at any time and call it again to continue.
-"""
-
-from __future__ import annotations
-
-import argparse
-from dataclasses import replace
-from pathlib import Path
-
-import torch
-
-from leukoscreen.model.checkpoint import (
-    WEIGHTS_DIR,
-    load_weights,
-    read_manifest,
-    register_shipped,
-    save_weights,
-)
-from leukoscreen.model.config import TrainConfig
-from leukoscreen.model.train import train
-
-# (arch, scale, epochs), most important first so a partial run still ships the main model.
-CPU_SCHEDULE: tuple[tuple[str, int, int], ...] = (
-    ("gp", 8, 12),
-    ("np", 8, 12),
-    ("srcnn", 8, 12),
-    ("srresnet", 8, 12),
-    ("gp", 4, 12),
-    ("np", 4, 12),
-    ("srcnn", 4, 12),
-    ("srresnet", 4, 12),
-    ("vdsr", 8, 6),
-    ("vdsr", 4, 6),
+:data:`CPU_SCHEDULE: tuple[tuple[str, int, int], ...] = (
+    ("gp", 8, 22),
+    ("np", 8, 22),
+    ("srcnn", 8, 8),
+    ("srresnet", 8, 8),
+    ("gp", 4, 20),
+    ("np", 4, 20),
+    ("srcnn", 4, 8),
+    ("srresnet", 4, 8),
+    ("vdsr", 8, 4),
+    ("vdsr", 4, 4),
 )
 
 
