@@ -47,3 +47,21 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
+
+
+def he_init_(module: nn.Module) -> None:
+    """He et al. (2015) initialisation of every (transposed) convolution in ``module``.
+
+    Gaussian weights with standard deviation sqrt(2 / fan-in) and zero biases, the scheme U-Net
+    (Ronneberger et al. 2015, §3) and VDSR (Kim et al. 2016, §4.1) use for their BN-free ReLU
+    stacks. The fan-in of a transposed convolution is its ``in_channels * k * k``, which torch
+    calls ``fan_out`` for that layer type.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+            transposed = isinstance(layer, nn.ConvTranspose2d)
+            nn.init.kaiming_normal_(
+                layer.weight, mode="fan_out" if transposed else "fan_in", nonlinearity="relu"
+            )
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)

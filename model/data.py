@@ -35,7 +35,7 @@ import torch
 from numpy.typing import NDArray
 
 from leukoscreen.model.errors import DataError
-from leukoscreen.model.imresize import imresize, rgb2y
+from leukoscreen.model.imresize import imresize, rgb2ycbcr
 
 ScalarT = TypeVar("ScalarT", bound=np.generic)
 
@@ -235,9 +235,11 @@ class SRDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
     """HR/LR luminance pairs at one scale, computed once with the MATLAB-style bicubic.
 
     Each item is a dict of float32 tensors in [0, 1]: ``hr`` (1, H, W), ``up`` (1, H, W) the
-    bicubic up-sampling of ``lr`` (1, H/s, W/s), ``onehot`` (3, H, W) parsing target in the
-    prior's channel order (nucleus, cytoplasm, background; zeros without a mask), ``has_mask``
-    () and ``valid`` (2,) int64, the extent of original pixels.
+    bicubic up-sampling of ``lr`` (1, H/s, W/s), ``up_ycbcr`` (3, H, W) the same for all of Y,
+    Cb and Cr (channel 0 equals ``up``; read by a prior with ``prior_input="ycbcr"``),
+    ``onehot`` (3, H, W) parsing target in the prior's channel order (nucleus, cytoplasm,
+    background; zeros without a mask), ``has_mask`` () and ``valid`` (2,) int64, the extent of
+    original pixels.
 
     Args:
         samples: the images (any size; fitted with :func:`fit_to_size`).
@@ -257,9 +259,11 @@ class SRDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
                 f"{sample.image_id}: training size {size_px} is not divisible by scale {self.scale}"
             )
         rgb, valid = fit_to_size(sample.rgb, size_px)
-        hr = rgb2y(rgb.astype(np.float64) / 255.0)  # (H, W)
-        lr = imresize(hr, 1.0 / self.scale)  # (H/s, W/s), unrounded like MATLAB doubles
-        up = imresize(lr, float(self.scale))  # (H, W)
+        ycc = rgb2ycbcr(rgb.astype(np.float64) / 255.0)  # (H, W, 3)
+        hr = ycc[..., 0]  # (H, W)
+        lr_ycc = imresize(ycc, 1.0 / self.scale)  # (H/s, W/s, 3), unrounded like MATLAB doubles
+        up_ycc = imresize(lr_ycc, float(self.scale))  # (H, W, 3)
+        lr, up = lr_ycc[..., 0], up_ycc[..., 0]
         onehot = np.zeros((3, size_px, size_px), dtype=np.float32)
         if sample.labels is not None:
             labels, _ = fit_to_size(sample.labels, size_px)
@@ -268,6 +272,7 @@ class SRDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
         return {
             "hr": torch.from_numpy(hr[None].astype(np.float32)),
             "up": torch.from_numpy(up[None].astype(np.float32)),
+            "up_ycbcr": torch.from_numpy(up_ycc.transpose(2, 0, 1).astype(np.float32)),
             "lr": torch.from_numpy(lr[None].astype(np.float32)),
             "onehot": torch.from_numpy(onehot),
             "has_mask": torch.tensor(float(sample.labels is not None)),

@@ -15,7 +15,11 @@ Where the paper is silent we chose, and ``docs/model-card.md`` shows the measure
 * a global residual: the network predicts the difference to its bicubic input (VDSR-style),
   which the paper motivates ("a relatively good starting point") but does not state;
 * the parsing map is fed to the mask encoder as per-channel sigmoid probabilities, matching the
-  paper's binary-cross-entropy prior loss; labels are the arg-max.
+  paper's binary-cross-entropy prior loss; labels are the arg-max
+  (``prior_activation="softmax"`` feeds softmax probabilities and trains with cross-entropy);
+* the prior U-Net sees the luminance only, the SR branch's one channel (``prior_input="ycbcr"``
+  gives it the bicubic-upsampled Y, Cb and Cr: the stain colour that separates nucleus from
+  cytoplasm lives in the chroma).
 """
 
 from __future__ import annotations
@@ -36,9 +40,13 @@ class GeometryPriorSR(nn.Module):
         use_prior: build the prior U-Net and mask encoder (GP) or not (NP).
         unet_widths: channel widths of the prior U-Net (paper: 32, 64, 128, 256, 512).
         global_residual: add the bicubic input to the output.
+        prior_input: ``y`` (the U-Net reads the luminance) or ``ycbcr`` (all three channels).
+        prior_activation: ``sigmoid`` (per-channel, with BCE) or ``softmax`` (with cross-entropy).
+        unet_init: initialisation of the prior U-Net, ``he`` (U-Net's) or ``pytorch``.
 
-    Shapes: x (N, 1, H, W) bicubic-upsampled luminance in [0, 1] ->
-        (sr (N, 1, H, W), parsing logits (N, 3, H, W) or None for NP).
+    Shapes: x (N, 1, H, W) bicubic-upsampled luminance in [0, 1], or (N, 3, H, W) Y, Cb, Cr
+        when ``input_kind == "upsampled_ycbcr"`` -> (sr (N, 1, H, W), parsing logits
+        (N, 3, H, W) or None for NP).
     """
 
     input_kind = "upsampled"
@@ -51,14 +59,26 @@ class GeometryPriorSR(nn.Module):
         use_prior: bool = True,
         unet_widths: tuple[int, ...] = (32, 64, 128, 256, 512),
         global_residual: bool = True,
+        prior_input: str = "y",
+        prior_activation: str = "sigmoid",
+        unet_init: str = "he",
     ) -> None:
         super().__init__()
         if num_features < 1 or num_blocks < 1:
             raise ValueError(
                 f"num_features and num_blocks must be >= 1, got {num_features!r}, {num_blocks!r}"
             )
+        if prior_input not in ("y", "ycbcr"):
+            raise ValueError(f"prior_input must be 'y' or 'ycbcr', got {prior_input!r}")
+        if prior_activation not in ("sigmoid", "softmax"):
+            raise ValueError(
+                f"prior_activation must be 'sigmoid' or 'softmax', got {prior_activation!r}"
+            )
         self.use_prior = use_prior
         self.global_residual = global_residual
+        self.prior_activation = prior_activation
+        if use_prior and prior_input == "ycbcr":
+            self.input_kind = "upsampled_ycbcr"
         self.extract = ConvLReLU(1, num_features)
         self.lr_encoder = nn.Sequential(*(ResidualBlock(num_features) for _ in range(num_blocks)))
         branches = 2
@@ -66,7 +86,12 @@ class GeometryPriorSR(nn.Module):
         self.mask_encoder: nn.Sequential | None = None
         if use_prior:
             branches = 3
-            self.prior = PriorUNet(in_channels=1, out_channels=3, widths=unet_widths)
+            self.prior = PriorUNet(
+                in_channels=3 if prior_input == "ycbcr" else 1,
+                out_channels=3,
+                widths=unet_widths,
+                init=unet_init,
+            )
             self.mask_encoder = nn.Sequential(
                 ConvLReLU(3, num_features),
                 *(ResidualBlock(num_features) for _ in range(num_blocks)),
@@ -78,13 +103,18 @@ class GeometryPriorSR(nn.Module):
         self.tail = nn.Conv2d(num_features, 1, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        shallow = self.extract(x)  # (N, F, H, W)
+        y = x[:, :1]  # (N, 1, H, W) luminance; x[:, 1:] are Cb, Cr for a YCbCr prior
+        shallow = self.extract(y)  # (N, F, H, W)
         features = [shallow, self.lr_encoder(shallow)]
         logits = None
         if self.prior is not None and self.mask_encoder is not None:
-            logits = self.prior(x)  # (N, 3, H, W)
-            features.append(self.mask_encoder(torch.sigmoid(logits)))
+            logits = self.prior(x if self.input_kind == "upsampled_ycbcr" else y)  # (N, 3, H, W)
+            if self.prior_activation == "softmax":
+                probabilities = torch.softmax(logits, dim=1)
+            else:
+                probabilities = torch.sigmoid(logits)
+            features.append(self.mask_encoder(probabilities))
         sr = self.tail(self.decoder(torch.cat(features, dim=1)))  # (N, 1, H, W)
         if self.global_residual:
-            sr = sr + x
+            sr = sr + y
         return sr, logits

@@ -85,8 +85,12 @@ class Upscaler:
         if self.model is None:
             y = up[..., 0]
         else:
-            source = ycc[..., 0] if getattr(self.model, "input_kind", "") == "lr" else up[..., 0]
-            x = torch.from_numpy(source[:, None].astype(np.float32)).to(self.device)
+            kind = getattr(self.model, "input_kind", "upsampled")
+            if kind == "upsampled_ycbcr":
+                source = up.transpose(0, 3, 1, 2)  # (N, 3, H, W) Y, Cb, Cr
+            else:
+                source = (ycc[..., 0] if kind == "lr" else up[..., 0])[:, None]
+            x = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)).to(self.device)
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.precision):
                 sr, logits = self.model(x)

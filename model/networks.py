@@ -22,6 +22,17 @@ METHOD_NAMES = {
 }
 
 
+DESIGN_KWARGS: dict[str, dict[str, Any]] = {"gp": {"prior_input": "ycbcr"}}
+"""Constructor arguments of the networks ``leukoscreen train`` and the schedule train and ship,
+where they differ from the class defaults (which follow the paper's text). GP's prior U-Net reads
+the bicubic Y, Cb and Cr: measured better than Y alone (``docs/model-card.md``, ablation)."""
+
+
+def design_kwargs(arch: str) -> dict[str, Any]:
+    """A copy of :data:`DESIGN_KWARGS` for ``arch`` (empty for most networks)."""
+    return dict(DESIGN_KWARGS.get(arch, {}))
+
+
 def build_network(arch: str, *, scale: int, **arch_kwargs: Any) -> nn.Module:
     """A freshly initialised network.
 

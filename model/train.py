@@ -92,9 +92,21 @@ def channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
+INPUT_KEYS = {"upsampled": "up", "upsampled_ycbcr": "up_ycbcr", "lr": "lr"}
+
+
 def model_input(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The tensor a network reads: the bicubic-upsampled Y, or the LR Y for SRResNet."""
-    return batch["lr"] if getattr(model, "input_kind", "upsampled") == "lr" else batch["up"]
+    """The tensor a network reads: the bicubic-upsampled Y (or Y, Cb, Cr), or the LR Y."""
+    return batch[INPUT_KEYS[getattr(model, "input_kind", "upsampled")]]
+
+
+def prior_loss_per_image(
+    logits: torch.Tensor, onehot: torch.Tensor, activation: str
+) -> torch.Tensor:
+    """(N,) prior loss: BCE per parsing channel (U-Net's, paper §2.3) or softmax cross-entropy."""
+    if activation == "softmax":
+        return F.cross_entropy(logits, onehot.argmax(dim=1), reduction="none").mean(dim=(1, 2))
+    return F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").mean(dim=(1, 2, 3))
 
 
 def read_samples(data: Path) -> list[Sample]:
@@ -271,10 +283,10 @@ def train(
                 sr, logits = model(x)
             loss = charbonnier(sr.float(), batch["hr"], cfg.charbonnier_eps)
             if logits is not None:
-                # BCE per parsing channel (U-Net's loss, paper §2.3); images without masks skip it.
-                per_image = F.binary_cross_entropy_with_logits(
-                    logits.float(), batch["onehot"], reduction="none"
-                ).mean(dim=(1, 2, 3))
+                # images without masks skip the prior loss
+                per_image = prior_loss_per_image(
+                    logits.float(), batch["onehot"], getattr(model, "prior_activation", "sigmoid")
+                )
                 weight = batch["has_mask"]
                 prior_loss = (per_image * weight).sum() / weight.sum().clamp(min=1)
                 loss = loss + cfg.prior_weight * prior_loss

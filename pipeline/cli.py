@@ -196,7 +196,8 @@ def train_cmd(
     config: ConfigOption = None,
 ) -> None:
     """Train a super-resolution network on leukocyte images with expert parsing masks."""
-    from leukoscreen.model.train import train  # imports torch: only when training
+    from leukoscreen.model.networks import design_kwargs  # imports torch: only when training
+    from leukoscreen.model.train import train
 
     cfg = override(
         _load(config),
@@ -210,7 +211,14 @@ def train_cmd(
         },
     ).train
     run_dir = out if out is not None else Path("runs") / f"{cfg.arch}_x{cfg.scale}"
-    result = train(cfg, data=data, run_dir=run_dir, resume=resume, device=device)
+    result = train(
+        cfg,
+        data=data,
+        run_dir=run_dir,
+        resume=resume,
+        device=device,
+        arch_kwargs=design_kwargs(cfg.arch),
+    )
     best = max(result.history, key=lambda record: record["val_psnr"], default=None)
     summary = f"{cfg.arch} x{cfg.scale}: {result.epochs_done}/{cfg.epochs} epochs in {run_dir}"
     if best is not None:

@@ -11,11 +11,13 @@ Other engineers may append fixtures at the end of this file.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.io
 import tifffile
 from skimage.draw import disk, ellipse
 
@@ -239,3 +241,31 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data not found at {path} (set LEUKOSCREEN_SHARED)")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny SR training folders
+
+
+def _write_cells(folder: Path, count: int = 12, *, masks: bool = True, size: int = 32) -> Path:
+    """``count`` seeded random cells (a dark disc on a light background) with 255/128/0 masks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:size, 0:size]
+    for i in range(count):
+        centre = rng.uniform(size * 0.35, size * 0.65, 2)
+        radius = np.hypot(rows - centre[0], cols - centre[1])
+        mask = np.where(radius < size * 0.15, 255, np.where(radius < size * 0.3, 128, 0))
+        base = np.select([mask == 255, mask == 128], [60, 150], 220).astype(np.float64)
+        noise = rng.normal(0, 12, (size, size, 3))
+        rgb = np.clip(base[..., None] + noise, 0, 255).astype(np.uint8)
+        skimage.io.imsave(folder / f"{i:02d}.bmp", rgb, check_contrast=False)
+        if masks:
+            skimage.io.imsave(folder / f"{i:02d}.png", mask.astype(np.uint8), check_contrast=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def write_cells() -> Callable[..., Path]:
+    """:func:`_write_cells`: a folder of seeded synthetic cells with 255/128/0 masks."""
+    return _write_cells

@@ -330,3 +330,18 @@ def test_check_image_files(tmp_path: Path) -> None:
         check_image_files([tmp_path / "a"])
     with pytest.raises(UsageError, match=r"expected at least one image file"):
         check_image_files([])
+
+
+def test_train_gp_uses_the_shipped_design(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, cells: Path, train_toml: Path
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--arch", "gp", "--scale", "4", "--data", str(cells), "--out", str(run)]
+    args += ["--epochs", "1", "--batch-size", "4", "--device", "cpu", "--config", str(train_toml)]
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("gp x4: 1/1 epochs")
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["arch_kwargs"] == {"prior_input": "ycbcr"}
+    best = load_weights(run / "best.pt")
+    assert best.model.input_kind == "upsampled_ycbcr"
+    assert best.model.prior.down[0][0].in_channels == 3

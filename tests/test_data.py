@@ -25,7 +25,7 @@ from leukoscreen.model.data import (
     split_ids,
 )
 from leukoscreen.model.errors import DataError
-from leukoscreen.model.imresize import imresize, rgb2y
+from leukoscreen.model.imresize import imresize, rgb2y, rgb2ycbcr
 
 
 def _rgb(rows: int, cols: int, seed: int = 0) -> np.ndarray:
@@ -331,6 +331,13 @@ def test_sr_dataset_items() -> None:
     lr = imresize(hr, 1 / 4)
     np.testing.assert_allclose(item["lr"][0].numpy(), lr, atol=1e-6)
     np.testing.assert_allclose(item["up"][0].numpy(), imresize(lr, 4.0), atol=1e-6)
+    ycc = rgb2ycbcr(rgb.astype(np.float64) / 255.0)
+    up_ycc = item["up_ycbcr"].numpy()
+    assert up_ycc.shape == (3, 32, 32)
+    np.testing.assert_array_equal(up_ycc[0], item["up"][0].numpy())
+    for channel in (1, 2):
+        expected = imresize(imresize(ycc[..., channel], 1 / 4), 4.0)
+        np.testing.assert_allclose(up_ycc[channel], expected, atol=1e-6)
 
     labels, _ = fit_to_size(samples[0].labels, 32)  # type: ignore[type-var]
     onehot = item["onehot"].numpy()

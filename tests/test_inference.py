@@ -14,6 +14,7 @@ from leukoscreen.model import checkpoint
 from leukoscreen.model.checkpoint import read_manifest, register_shipped, save_weights
 from leukoscreen.model.errors import CheckpointError, UsageError
 from leukoscreen.model.gp import GeometryPriorSR
+from leukoscreen.model.imresize import rgb2ycbcr
 from leukoscreen.model.inference import (
     PARSING_COLOURS,
     Upscaler,
@@ -251,3 +252,24 @@ def test_shipped_weights_pass_their_sha_check(arch_scale: tuple[str, int] | None
     sr, parsing = upscaler.upscale(_lr(1, 8, 8))
     assert sr.shape == (1, 8 * scale, 8 * scale, 3)
     assert (parsing is not None) == (arch == "gp")
+
+
+def test_upscale_feeds_chroma_to_a_ycbcr_prior(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    kwargs = {**TINY["gp"], "prior_input": "ycbcr"}
+    model = build_network("gp", scale=4, **kwargs)
+    save_weights(model, tmp_path / "w.pt", arch="gp", scale=4, arch_kwargs=kwargs)
+    upscaler = load_checkpoint(tmp_path / "w.pt", device="cpu", precision="fp32")
+    grey = np.full((1, 6, 6, 3), 128, np.uint8)
+    tinted = grey.copy()
+    tinted[..., 2] = 200
+    sr, parsing = upscaler.upscale(np.concatenate([grey, tinted]))
+    assert sr.shape == (2, 24, 24, 3) and parsing is not None and parsing.shape == (2, 24, 24)
+    seen: list[torch.Tensor] = []
+    assert upscaler.model is not None
+    upscaler.model.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    upscaler.upscale(tinted)
+    assert seen[0].shape == (1, 3, 24, 24)
+    ycc = rgb2ycbcr(tinted.astype(np.float64) / 255.0)[0]
+    for channel in range(3):  # a constant crop stays constant through the bicubic
+        np.testing.assert_allclose(seen[0][0, channel].numpy(), ycc[0, 0, channel], atol=1e-5)

@@ -143,6 +143,7 @@ def test_srresnet_upsamples_by_its_factor(upscale: int) -> None:
         (lambda: GeometryPriorSR(num_blocks=-2), "-2"),
         (lambda: PriorUNet(widths=(4,)), "(4,)"),
         (lambda: PriorUNet(widths=(4, 0)), "(4, 0)"),
+        (lambda: PriorUNet(init="xavier"), "'xavier'"),
         (lambda: SRCNN(num_features=1), "1"),
         (lambda: VDSR(num_layers=1), "1"),
         (lambda: VDSR(num_features=0), "0"),
@@ -155,6 +156,7 @@ def test_srresnet_upsamples_by_its_factor(upscale: int) -> None:
         "gp-blocks",
         "unet-levels",
         "unet-width",
+        "unet-init",
         "srcnn",
         "vdsr-layers",
         "vdsr-features",
@@ -178,3 +180,72 @@ def test_build_network_passes_the_scale_to_srresnet_only() -> None:
     model = build_network("srresnet", scale=8, num_features=4, num_blocks=1)
     with torch.no_grad():
         assert model(torch.rand(1, 1, 4, 4))[0].shape == (1, 1, 32, 32)
+
+
+def test_gp_ycbcr_prior_reads_chroma_and_sr_branch_reads_luminance() -> None:
+    torch.manual_seed(0)
+    model = GeometryPriorSR(**TINY["gp"], prior_input="ycbcr").eval()
+    assert model.input_kind == "upsampled_ycbcr"
+    assert model.prior is not None
+    assert model.prior.down[0][0].in_channels == 3
+    x = torch.rand(2, 3, 16, 20, generator=torch.Generator().manual_seed(2))
+    other_chroma = x.clone()
+    other_chroma[:, 1:] = torch.rand(2, 2, 16, 20, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        sr, logits = model(x)
+        _, logits2 = model(other_chroma)
+    assert sr.shape == (2, 1, 16, 20) and logits is not None and logits.shape == (2, 3, 16, 20)
+    assert logits2 is not None and not torch.allclose(logits, logits2)  # the prior sees Cb, Cr
+    # with the prior branch's output fixed, the SR branch only reads Y: zero the mask encoder
+    for p in model.mask_encoder.parameters():  # type: ignore[union-attr]
+        torch.nn.init.zeros_(p)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[0], model(other_chroma)[0])
+
+
+def test_gp_softmax_map_sums_to_one_in_the_mask_encoder() -> None:
+    torch.manual_seed(0)
+    model = GeometryPriorSR(**TINY["gp"], prior_activation="softmax").eval()
+    seen: list[torch.Tensor] = []
+    model.mask_encoder[0].register_forward_hook(  # type: ignore[index]
+        lambda module, inputs, output: seen.append(inputs[0])
+    )
+    with torch.no_grad():
+        model(torch.rand(1, 1, 16, 16))
+    torch.testing.assert_close(seen[0].sum(dim=1), torch.ones(1, 16, 16))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [({"prior_input": "rgb"}, "'rgb'"), ({"prior_activation": "tanh"}, "'tanh'")],
+)
+def test_gp_rejects_unknown_prior_options(kwargs: dict[str, str], shown: str) -> None:
+    with pytest.raises(ValueError, match=shown):
+        GeometryPriorSR(**TINY["gp"], **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("build", [lambda: PriorUNet(widths=(16, 32, 64)), lambda: VDSR()])
+def test_he_initialisation(build: Any) -> None:
+    torch.manual_seed(0)
+    model = build()
+    for layer in model.modules():
+        if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+            weight = layer.weight
+            k = weight.shape[-1] * weight.shape[-2]
+            fan_in = k * (
+                weight.shape[0] if isinstance(layer, nn.ConvTranspose2d) else weight.shape[1]
+            )
+            if weight.numel() >= 1000:  # enough samples for the standard deviation
+                assert weight.std().item() == pytest.approx((2.0 / fan_in) ** 0.5, rel=0.1)
+            assert layer.bias is not None and not layer.bias.any()
+
+
+def test_he_initialised_unet_keeps_the_signal_through_its_depth() -> None:
+    x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
+    stds = {}
+    for init in ("he", "pytorch"):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            stds[init] = PriorUNet(widths=(32, 64, 128, 256, 512), init=init)(x).std().item()
+    assert stds["he"] > 0.2  # the parsing logits start with spread across the image
+    assert stds["pytorch"] < stds["he"] / 5  # why the U-Net paper's initialisation is used

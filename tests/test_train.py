@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import skimage.io
 import torch
 
 from leukoscreen.model.checkpoint import load_weights
@@ -20,12 +19,14 @@ from leukoscreen.model.train import (
     TrainResult,
     charbonnier,
     lr_at,
+    prior_loss_per_image,
     resolve_device,
     resolve_precision,
     train,
     with_overrides,
 )
 
+CellWriter = Callable[..., Path]
 TINY_GP: dict[str, Any] = {"num_features": 4, "num_blocks": 1, "unet_widths": (4, 8)}
 CFG = TrainConfig(
     arch="gp",
@@ -39,26 +40,8 @@ CFG = TrainConfig(
 )
 
 
-def write_cells(folder: Path, count: int = 12, *, masks: bool = True, size: int = 32) -> Path:
-    """``count`` seeded random cells (a dark disc on a light background) with 255/128/0 masks."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    rows, cols = np.mgrid[0:size, 0:size]
-    for i in range(count):
-        centre = rng.uniform(size * 0.35, size * 0.65, 2)
-        radius = np.hypot(rows - centre[0], cols - centre[1])
-        mask = np.where(radius < size * 0.15, 255, np.where(radius < size * 0.3, 128, 0))
-        base = np.select([mask == 255, mask == 128], [60, 150], 220).astype(np.float64)
-        noise = rng.normal(0, 12, (size, size, 3))
-        rgb = np.clip(base[..., None] + noise, 0, 255).astype(np.uint8)
-        skimage.io.imsave(folder / f"{i:02d}.bmp", rgb, check_contrast=False)
-        if masks:
-            skimage.io.imsave(folder / f"{i:02d}.png", mask.astype(np.uint8), check_contrast=False)
-    return folder
-
-
 @pytest.fixture(scope="module")
-def cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cells(tmp_path_factory: pytest.TempPathFactory, write_cells: CellWriter) -> Path:
     return write_cells(tmp_path_factory.mktemp("data") / "cells")
 
 
@@ -262,14 +245,14 @@ def test_resume_with_another_config(
     assert str(info.value).startswith(f"{last}: ")
 
 
-def test_gp_needs_masks(tmp_path: Path) -> None:
+def test_gp_needs_masks(tmp_path: Path, write_cells: CellWriter) -> None:
     data = write_cells(tmp_path / "no_masks", masks=False)
     with pytest.raises(DataError) as info:
         _train(CFG, data, tmp_path / "run")
     assert str(info.value) == f"{data}: arch 'gp' needs parsing masks; none found"
 
 
-def test_too_few_images(tmp_path: Path) -> None:
+def test_too_few_images(tmp_path: Path, write_cells: CellWriter) -> None:
     data = write_cells(tmp_path / "two", count=2)
     with pytest.raises(DataError, match=r"too few images for a train/val split \(2\)"):
         _train(CFG, data, tmp_path / "run")
@@ -278,3 +261,48 @@ def test_too_few_images(tmp_path: Path) -> None:
 def test_missing_data_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"expected a folder of images, found no such folder"):
         _train(CFG, tmp_path / "absent", tmp_path / "run")
+
+
+def test_prior_loss_by_hand() -> None:
+    # one pixel, logits (2, 0, 0), target nucleus (channel 0)
+    logits = torch.tensor([2.0, 0.0, 0.0]).reshape(1, 3, 1, 1)
+    onehot = torch.tensor([1.0, 0.0, 0.0]).reshape(1, 3, 1, 1)
+    bce = (math.log1p(math.exp(-2.0)) + 2 * math.log(2.0)) / 3
+    assert prior_loss_per_image(logits, onehot, "sigmoid").item() == pytest.approx(bce, rel=1e-6)
+    ce = -math.log(math.exp(2.0) / (math.exp(2.0) + 2.0))
+    assert prior_loss_per_image(logits, onehot, "softmax").item() == pytest.approx(ce, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "variant", [{"prior_input": "ycbcr"}, {"prior_activation": "softmax"}], ids=str
+)
+def test_gp_variants_train_and_resume(cells: Path, tmp_path: Path, variant: dict[str, str]) -> None:
+    cfg = replace(CFG, epochs=2)
+    kwargs = {**TINY_GP, **variant}
+    first = train(
+        cfg,
+        data=cells,
+        run_dir=tmp_path,
+        arch_kwargs=kwargs,
+        device="cpu",
+        progress=False,
+        stop_after_epochs=1,
+    )
+    resumed = train(
+        cfg,
+        data=cells,
+        run_dir=tmp_path,
+        arch_kwargs=kwargs,
+        device="cpu",
+        progress=False,
+        resume=True,
+    )
+    assert first.epochs_done == 1 and resumed.epochs_done == 2
+    assert all(
+        math.isfinite(h["train_loss"]) and 0.0 <= h["val_miou"] <= 1.0 for h in resumed.history
+    )
+    loaded = load_weights(resumed.best_weights)
+    assert loaded.meta["arch_kwargs"] == kwargs
+    for key, value in variant.items():
+        expected = "upsampled_ycbcr" if value == "ycbcr" else "upsampled"
+        assert loaded.model.input_kind == expected, key
