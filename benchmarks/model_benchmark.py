@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from leukoscreen.model.networks import build_network
+from leukoscreen.model.networks import build_network, design_kwargs
 from leukoscreen.model.train import resolve_device
 
 SIDE_PX = 224
@@ -52,8 +52,8 @@ def make_variants(
 ) -> dict[str, Callable[[torch.Tensor], Any]]:
     """Forward functions keyed by variant name; each takes an NCHW fp32 batch."""
     torch.manual_seed(0)
-    fp32_model = build_network("gp", scale=8).to(device).eval()
-    cl_model = build_network("gp", scale=8).to(device).eval()
+    fp32_model = build_network("gp", scale=8, **design_kwargs("gp")).to(device).eval()
+    cl_model = build_network("gp", scale=8, **design_kwargs("gp")).to(device).eval()
     cl_model.load_state_dict(fp32_model.state_dict())
     cl_model = cl_model.to(memory_format=torch.channels_last)
 
@@ -86,7 +86,9 @@ def bench_batch(
     repeats: int,
 ) -> dict[str, Any]:
     """Median seconds per forward pass and cells/s per variant, timed interleaved."""
-    x = torch.rand(batch_size, 1, SIDE_PX, SIDE_PX, generator=torch.Generator().manual_seed(0))
+    channels = 3 if design_kwargs("gp").get("prior_input") == "ycbcr" else 1  # Y (Cb, Cr)
+    shape = (batch_size, channels, SIDE_PX, SIDE_PX)
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
     x = x.to(device)
     first_call_s: dict[str, float] = {}
     for name, forward in variants.items():
