@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from leukoscreen.model import ablation, checkpoint, schedule
 from leukoscreen.model.checkpoint import load_weights, read_manifest
+from leukoscreen.model.data import SRDataset
+from leukoscreen.model.metrics import psnr as psnr_db
 from leukoscreen.model.networks import DESIGN_KWARGS, design_kwargs
+from leukoscreen.model.train import read_samples, split_samples
 
 TINY_GP: dict[str, Any] = {"num_features": 4, "num_blocks": 1, "unet_widths": (4, 8)}
 
@@ -94,7 +98,23 @@ def test_ablation_writes_one_row_per_variant(
         assert best.meta["metrics"]["val_psnr"] == pytest.approx(history[0]["val_psnr"])
     rows = (out / "ablation_x4.md").read_text().strip().splitlines()
     assert rows[0].startswith("| Variant (x4) | epochs |")
-    assert [row.split("|")[1].strip() for row in rows[2:]] == ["base", "ycbcr", "none"]
+    assert [row.split("|")[1].strip() for row in rows[2:]] == ["bicubic", "base", "ycbcr", "none"]
     assert rows[-1].split("|")[5].strip() == "–"  # NP has no parsing map
     psnr = saved["variants"]["ycbcr"][0]["val_psnr"]
-    assert rows[3].split("|")[3].strip() == f"{psnr:.3f}"
+    assert rows[4].split("|")[3].strip() == f"{psnr:.3f}"
+    # the bicubic reference: the val split of the same seed, scored like the epochs
+    val = split_samples(read_samples(cells), 0)["val"]
+    dataset = SRDataset(val, scale=4)
+    expected = np.mean(
+        [
+            psnr_db(
+                item["hr"][0].numpy()[:r, :c],
+                item["up"][0].numpy().clip(0, 1)[:r, :c],
+                shave_px=4,
+            )
+            for item in dataset.items
+            for r, c in [item["valid"].tolist()]
+        ]
+    )
+    assert saved["bicubic_val_psnr"] == pytest.approx(expected, abs=1e-4)
+    assert rows[2].split("|")[3].strip() == f"{expected:.3f}"
