@@ -28,6 +28,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import platform
 import re
 from collections.abc import Mapping, Sequence
@@ -744,23 +745,55 @@ def write_results(table: Table, out: Path) -> list[Path]:
 # model card
 
 
-def training_times(runs: Path) -> list[dict[str, Any]]:
-    """Epochs, wall time and best validation PSNR of each ``runs/<arch>_x<scale>/last.pt``."""
-    found = []
-    for last in sorted(Path(runs).glob("*_x*/last.pt")):
+def _histories(source: Path) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+    """(hardware, {run: history}) of a runs folder (``*/last.pt``) or a histories JSON file."""
+    source = Path(source)
+    if source.is_file():  # {"hardware": ..., "runs": {name: {"history": [...]}}}
+        saved = json.loads(source.read_text(encoding="utf-8"))
+        return str(saved.get("hardware", source.name)), {
+            name: list(run["history"]) for name, run in saved["runs"].items()
+        }
+    found = {}
+    for last in sorted(source.glob("*_x*/last.pt")):
         state = torch.load(last, map_location="cpu", weights_only=True)
-        history = state.get("history", [])
-        found.append(
-            {
-                "run": last.parent.name,
-                "epochs": len(history),
-                "seconds": float(sum(h["seconds"] for h in history)),
-                "best_val_psnr": max((h["val_psnr"] for h in history), default=float("nan")),
-                "best_val_miou": max(
-                    (h["val_miou"] for h in history if "val_miou" in h), default=float("nan")
-                ),
-            }
-        )
+        found[last.parent.name] = list(state.get("history", []))
+    return f"CPU ({source})", found
+
+
+def training_times(*sources: Path) -> list[dict[str, Any]]:
+    """Epochs, wall time, best validation scores of each run in ``sources``, and whether the
+    shipped weights of ``<arch>_x<scale>`` came from it (same epoch and validation PSNR).
+
+    Each source is a folder of ``<arch>_x<scale>/last.pt`` runs or a JSON file of histories
+    (``docs/results/training_h200.json``).
+    """
+    manifest = read_manifest()
+    found = []
+    for source in sources:
+        hardware, runs = _histories(source)
+        for name, history in runs.items():
+            shipped = manifest.get(name, {}).get("metrics", {})
+            found.append(
+                {
+                    "run": name,
+                    "hardware": hardware,
+                    "epochs": len(history),
+                    "seconds": float(sum(h["seconds"] for h in history)),
+                    "best_val_psnr": max((h["val_psnr"] for h in history), default=float("nan")),
+                    "best_val_miou": max(
+                        (h["val_miou"] for h in history if "val_miou" in h), default=float("nan")
+                    ),
+                    "shipped_epoch": next(
+                        (
+                            int(h["epoch"])
+                            for h in history
+                            if h["epoch"] == shipped.get("epoch")
+                            and abs(h["val_psnr"] - shipped.get("val_psnr", math.inf)) < 1e-5
+                        ),
+                        None,
+                    ),
+                }
+            )
     return found
 
 
@@ -771,19 +804,22 @@ def _replace_block(text: str, begin: str, end: str, body: str) -> str:
     return pattern.sub(lambda _: f"{begin}\n{body.strip()}\n{end}", text)
 
 
-def write_card(card: Path, results: Path, runs: Path) -> None:
-    """Copy ``results/table2.md`` and the training wall times into the model card's markers."""
+def write_card(card: Path, results: Path, runs: Path | Sequence[Path]) -> None:
+    """Copy ``results/table2.md`` and the training wall times of ``runs`` (one or more run
+    folders or histories JSON files) into the model card's markers."""
     table_md = (Path(results) / "table2.md").read_text(encoding="utf-8")
     table_md = re.sub(r"^(#+) ", r"#\1 ", table_md, flags=re.M)  # one level below the card's
     lines = [
-        "| run | epochs | wall time | best val PSNR (dB) | best val mIoU |",
-        "|---|---:|---:|---:|---:|",
+        "| run | trained on | epochs | wall time | best val PSNR (dB) | best val mIoU | shipped |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
-    for t in training_times(runs):
+    sources = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    for t in training_times(*map(Path, sources)):
         miou = "–" if np.isnan(t["best_val_miou"]) else f"{t['best_val_miou']:.3f}"
+        shipped = "–" if t["shipped_epoch"] is None else f"epoch {t['shipped_epoch']}"
         lines.append(
-            f"| {t['run']} | {t['epochs']} | {t['seconds'] / 60:.1f} min | "
-            f"{t['best_val_psnr']:.3f} | {miou} |"
+            f"| {t['run']} | {t['hardware']} | {t['epochs']} | {t['seconds'] / 60:.1f} min | "
+            f"{t['best_val_psnr']:.3f} | {miou} | {shipped} |"
         )
     text = Path(card).read_text(encoding="utf-8")
     text = _replace_block(text, CARD_BEGIN, CARD_END, table_md)
@@ -797,11 +833,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write-card", action="store_true", help="update docs/model-card.md")
     parser.add_argument("--card", type=Path, default=Path("docs/model-card.md"), help="model card")
     parser.add_argument("--results", type=Path, default=Path("docs/results"), help="table2.md dir")
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="training runs folder")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        action="append",
+        help="training runs folder or histories JSON; repeatable "
+        "(default: docs/results/training_h200.json and runs)",
+    )
     args = parser.parse_args(argv)
     if not args.write_card:
         parser.error("nothing to do; pass --write-card (evaluation itself: leukoscreen evaluate)")
-    write_card(args.card, args.results, args.runs)
+    runs = args.runs or [Path("docs/results/training_h200.json"), Path("runs")]
+    write_card(args.card, args.results, [r for r in runs if r.exists()])
     print(f"updated {args.card}")
 
 

@@ -28,6 +28,7 @@ from leukoscreen.model.checkpoint import (
     save_weights,
 )
 from leukoscreen.model.config import TrainConfig
+from leukoscreen.model.errors import UsageError
 from leukoscreen.model.networks import design_kwargs
 from leukoscreen.model.train import train
 
@@ -71,26 +72,64 @@ def export_if_better(best: Path, arch: str, scale: int) -> bool:
     return True
 
 
+def _plan(only: str, paper: bool, epochs_scale: float) -> list[tuple[str, int, int]]:
+    """(arch, scale, epochs) to run: the schedule, or the ``--only`` names in the order given."""
+    by_name = {f"{arch}_x{scale}": (arch, scale, epochs) for arch, scale, epochs in CPU_SCHEDULE}
+    names = [s for s in only.split(",") if s] or list(by_name)
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        expected = ", ".join(by_name)
+        raise UsageError(f"--only: unknown run {unknown[0]!r}; expected some of {expected}")
+    plan = []
+    for name in names:
+        arch, scale, epochs = by_name[name]
+        epochs = PAPER_EPOCHS if paper else epochs
+        plan.append((arch, scale, max(1, round(epochs * epochs_scale))))
+    return plan
+
+
+def export_runs(runs: Path, names: list[str]) -> None:
+    """Export each run's ``best.pt`` that beats the shipped weights (one process at a time)."""
+    for name in names:
+        best = runs / name / "best.pt"
+        if best.exists():
+            arch, scale = name.rsplit("_x", 1)
+            print(f"{name}: shipped={export_if_better(best, arch, int(scale))}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the schedule (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="segmentation_WBC root")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="checkpoint folder")
-    parser.add_argument("--only", default="", help="comma list of <arch>_x<scale> to run")
+    parser.add_argument(
+        "--only", default="", help="comma list of <arch>_x<scale> to run, in this order"
+    )
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply all epochs")
     parser.add_argument(
         "--paper", action="store_true", help=f"{PAPER_EPOCHS} epochs for every network (GPU work)"
     )
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    parser.add_argument(
+        "--no-export",
+        action="store_true",
+        help="train only; several schedules sharing a GPU export afterwards with --export-only",
+    )
+    parser.add_argument(
+        "--export-only", action="store_true", help="export the runs' best weights, train nothing"
+    )
     args = parser.parse_args(argv)
-    only = {s for s in args.only.split(",") if s}
-    for arch, scale, epochs in CPU_SCHEDULE:
+    try:
+        plan = _plan(args.only, args.paper, args.epochs_scale)
+    except UsageError as error:
+        parser.error(str(error))  # one line, exit status 2
+    if args.export_only:
+        export_runs(args.runs, [f"{arch}_x{scale}" for arch, scale, _ in plan])
+        return
+    for arch, scale, epochs in plan:
         name = f"{arch}_x{scale}"
-        if only and name not in only:
-            continue
-        if args.paper:
-            epochs = PAPER_EPOCHS
         cfg = replace(
-            TrainConfig(), arch=arch, scale=scale, epochs=max(1, round(epochs * args.epochs_scale))
+            TrainConfig(), arch=arch, scale=scale, epochs=epochs, num_threads=args.threads
         )
         result = train(
             cfg,
@@ -100,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             arch_kwargs=design_kwargs(arch),
             progress=True,
         )
-        shipped = export_if_better(result.best_weights, arch, scale)
+        shipped = False if args.no_export else export_if_better(result.best_weights, arch, scale)
         print(
             f"{name}: {result.epochs_done} epochs, best val PSNR "
             f"{max(h['val_psnr'] for h in result.history):.3f} dB, shipped={shipped}",

@@ -226,6 +226,8 @@ def train(
     torch.manual_seed(cfg.seed)
     dev = resolve_device(device)
     precision = resolve_precision(cfg.precision, dev)
+    if dev.type == "cuda":  # CUDA runs are not bit-exact anyway; let cuDNN pick fast kernels
+        torch.backends.cudnn.benchmark = True
 
     parts = split_samples(read_samples(data), cfg.seed)
     if not parts["train"] or not parts["val"]:

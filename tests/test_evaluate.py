@@ -334,7 +334,9 @@ def test_shipped_weights_reproduce_the_committed_table(shared_data: Path, tmp_pa
                 assert by_key[key(row)][metric] == pytest.approx(row[metric], abs=1e-3), key(row)
 
 
-def test_write_card_copies_the_table_and_wall_times(plain: Path, tmp_path: Path) -> None:
+def test_write_card_copies_the_table_and_wall_times(
+    plain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     results = tmp_path / "results"
     table = evaluate_methods(data=plain, scales=(4,), methods=["bicubic"], figures=False)
     write_results(table, results)
@@ -345,18 +347,35 @@ def test_write_card_copies_the_table_and_wall_times(plain: Path, tmp_path: Path)
         {"epoch": 2, "seconds": 90.0, "val_psnr": 28.25, "val_miou": 0.75},
     ]
     torch.save({"history": history}, run / "last.pt")
+    gpu = tmp_path / "gpu.json"
+    gpu_history = [{"epoch": e, "seconds": 3.0, "val_psnr": 30.0 + e} for e in (1, 2, 3)]
+    gpu.write_text(
+        json.dumps({"hardware": "GPU X", "runs": {"np_x4": {"history": gpu_history}}}),
+        encoding="utf-8",
+    )
+    # the shipped np_x4 came from the GPU run's epoch 3; gp_x8 from neither run
+    manifest = {
+        "np_x4": {"metrics": {"epoch": 3, "val_psnr": 33.0}},
+        "gp_x8": {"metrics": {"epoch": 2, "val_psnr": 28.0}},
+    }
+    monkeypatch.setattr(evaluate_module, "read_manifest", lambda: manifest)
     card = tmp_path / "card.md"
     card.write_text(
         "# Card\n\n## Training\n<!-- walltime:begin -->\nTODO\n<!-- walltime:end -->\n\n"
         "## Evaluation\n<!-- table2:begin -->\nTODO\n<!-- table2:end -->\nend\n",
         encoding="utf-8",
     )
-    evaluate_module.main(
-        ["--write-card", "--card", str(card), "--results", str(results), "--runs", str(run.parent)]
-    )
+    runs = ["--runs", str(gpu), "--runs", str(run.parent)]
+    evaluate_module.main(["--write-card", "--card", str(card), "--results", str(results), *runs])
     text = card.read_text(encoding="utf-8")
     assert "TODO" not in text
-    assert "| gp_x8 | 2 | 2.5 min | 28.250 | 0.750 |" in text
+    rows = [
+        line for line in text.splitlines() if line.startswith("| np_x4 |") or "| gp_x8 |" in line
+    ]
+    assert rows == [
+        "| np_x4 | GPU X | 3 | 0.1 min | 33.000 | – | epoch 3 |",
+        f"| gp_x8 | CPU ({run.parent}) | 2 | 2.5 min | 28.250 | 0.750 | – |",
+    ]
     assert "### Table 2: SR benchmark" in text
     psnr_4 = table.value(4, "bicubic", "psnr")
     assert psnr_4 is not None

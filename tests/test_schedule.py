@@ -13,6 +13,7 @@ import torch
 from leukoscreen.model import ablation, checkpoint, schedule
 from leukoscreen.model.checkpoint import load_weights, read_manifest
 from leukoscreen.model.data import SRDataset
+from leukoscreen.model.errors import UsageError
 from leukoscreen.model.metrics import psnr as psnr_db
 from leukoscreen.model.networks import DESIGN_KWARGS, design_kwargs
 from leukoscreen.model.train import read_samples, split_samples
@@ -66,6 +67,37 @@ def test_schedule_trains_resumes_and_ships_only_better_weights(
     improved = state["history"][1]["val_psnr"] > state["history"][0]["val_psnr"]
     assert capsys.readouterr().out.strip().endswith(f"shipped={improved}")
     assert read_manifest()["srcnn_x4"]["metrics"]["epoch"] == (2 if improved else 1)
+
+
+def test_plan_keeps_the_only_order_and_rejects_unknown_names() -> None:
+    assert schedule._plan("srcnn_x4,gp_x8", paper=False, epochs_scale=1.0) == [
+        ("srcnn", 4, 100),
+        ("gp", 8, 24),
+    ]
+    assert schedule._plan("np_x4", paper=True, epochs_scale=0.5) == [("np", 4, 50)]
+    assert len(schedule._plan("", paper=False, epochs_scale=1.0)) == len(schedule.CPU_SCHEDULE)
+    with pytest.raises(UsageError, match="unknown run 'gp_x2'"):
+        schedule._plan("gp_x8,gp_x2", paper=False, epochs_scale=1.0)
+
+
+def test_no_export_then_export_only_ships_the_best_weights(
+    cells: Path, weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    torch.set_num_threads(1)
+    monkeypatch.setattr(schedule, "CPU_SCHEDULE", (("srcnn", 4, 1), ("srcnn", 8, 1)))
+    runs = tmp_path / "runs"
+    args = ["--data", str(cells), "--runs", str(runs), "--only", "srcnn_x4", "--threads", "1"]
+    schedule.main([*args, "--no-export"])
+    assert capsys.readouterr().out.strip().endswith("shipped=False")
+    assert "srcnn_x4" not in read_manifest()
+    state = torch.load(runs / "srcnn_x4" / "last.pt", weights_only=True)
+    assert state["config"]["num_threads"] == 1
+    # srcnn_x8 never ran: export-only skips it and ships srcnn_x4
+    schedule.main(["--data", str(cells), "--runs", str(runs), "--export-only"])
+    assert capsys.readouterr().out.strip() == "srcnn_x4: shipped=True"
+    assert set(read_manifest()) == {"srcnn_x4"}
+    best = load_weights(runs / "srcnn_x4" / "best.pt")
+    assert read_manifest()["srcnn_x4"]["metrics"] == best.meta["metrics"]
 
 
 def _best(runs: Path) -> str:
