@@ -32,6 +32,8 @@ class TrainConfig:
         precision: ``auto`` (bf16 autocast on CPU with AMX/AVX-512 bf16 and on CUDA), ``bf16`` or
             ``fp32``.
         num_threads: torch intra-op threads; 0 means all cores.
+        augment: flip / rotate each training image by one of the 8 symmetries of the square,
+            drawn per (seed, epoch, image); the paper does not say whether it augments.
     """
 
     arch: str = "gp"
@@ -46,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     num_threads: int = 0
+    augment: bool = False
 
 
 @dataclass(frozen=True)

@@ -308,3 +308,37 @@ class SRDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
     def collate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Stack the items at ``indices`` into a batch (all of one size group)."""
         return {key: torch.stack([self.items[i][key] for i in indices]) for key in self.items[0]}
+
+
+def dihedral_codes(indices: Sequence[int], *, seed: int, epoch: int) -> list[int]:
+    """One of the 8 flips/rotations per image, a function of (seed, epoch, image index) only,
+    so shuffling, batching and resuming do not change which image gets which."""
+    return [int(np.random.default_rng([seed, epoch, int(i), 8]).integers(8)) for i in indices]
+
+
+def augment(batch: dict[str, torch.Tensor], codes: Sequence[int]) -> dict[str, torch.Tensor]:
+    """``batch`` with image ``n`` of every (N, C, H, W) tensor flipped / transposed by
+    ``codes[n]``: bit 0 transposes H and W, bit 1 flips H, bit 2 flips W (code 0: unchanged).
+
+    The MATLAB bicubic degradation commutes with these for square images whose side is divisible
+    by the scale (a symmetric kernel on a symmetric index mapping), so transforming HR, LR and
+    the bicubic input together equals degrading the transformed HR
+    (``tests/test_data.py::test_augment_commutes_with_the_degradation``). ``valid`` is left as
+    is: it is only read by evaluation, which does not augment.
+    """
+    out = dict(batch)
+    for key, tensor in batch.items():
+        if tensor.ndim != 4:
+            continue
+        images = []
+        for n, code in enumerate(codes):
+            image = tensor[n]
+            if code & 1:
+                image = image.transpose(1, 2)
+            if code & 2:
+                image = image.flip(1)
+            if code & 4:
+                image = image.flip(2)
+            images.append(image)
+        out[key] = torch.stack(images).contiguous()
+    return out

@@ -838,12 +838,12 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         action="append",
         help="training runs folder or histories JSON; repeatable "
-        "(default: docs/results/training_h200.json and runs)",
+        "(default: docs/results/training_h200*.json and runs)",
     )
     args = parser.parse_args(argv)
     if not args.write_card:
         parser.error("nothing to do; pass --write-card (evaluation itself: leukoscreen evaluate)")
-    runs = args.runs or [Path("docs/results/training_h200.json"), Path("runs")]
+    runs = args.runs or [*sorted(Path("docs/results").glob("training_*.json")), Path("runs")]
     write_card(args.card, args.results, [r for r in runs if r.exists()])
     print(f"updated {args.card}")
 

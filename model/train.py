@@ -33,6 +33,8 @@ from leukoscreen.model.config import ARCHS, SCALES, TrainConfig
 from leukoscreen.model.data import (
     Sample,
     SRDataset,
+    augment,
+    dihedral_codes,
     read_image_folder,
     read_labelme,
     read_segmentation_wbc,
@@ -246,7 +248,7 @@ def train(
     start_epoch, best_psnr = 0, -math.inf
     if resume and last_path.exists():
         state = torch.load(last_path, map_location=dev, weights_only=True)
-        saved = state["config"]
+        saved = {**asdict(TrainConfig()), **state["config"]}  # fields added later: defaults
         same_config = {**saved, "epochs": 0} == {**asdict(cfg), "epochs": 0}
         if not same_config or state["arch_kwargs"] != arch_kwargs:
             raise CheckpointError(
@@ -279,7 +281,10 @@ def train(
         )
         seen, started, losses = 0, time.perf_counter(), []
         for indices in bar:
-            batch = {k: v.to(dev) for k, v in train_set.collate(indices).items()}
+            batch = train_set.collate(indices)
+            if cfg.augment:
+                batch = augment(batch, dihedral_codes(indices, seed=cfg.seed, epoch=epoch))
+            batch = {k: v.to(dev) for k, v in batch.items()}
             x = model_input(model, batch).contiguous(memory_format=torch.channels_last)
             with autocast(dev, precision):
                 sr, logits = model(x)

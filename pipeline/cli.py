@@ -183,6 +183,14 @@ def train_cmd(
     seed: Annotated[
         int | None, typer.Option(help="Seed of initialisation, shuffling and the split.")
     ] = None,
+    augment: Annotated[
+        bool | None,
+        typer.Option(
+            "--augment/--no-augment",
+            help="Flip / rotate each training image by one of the 8 symmetries of the square.",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[
         str, typer.Option(help="auto (CUDA when present, else CPU), cpu or cuda.")
     ] = "auto",
@@ -208,6 +216,7 @@ def train_cmd(
             "train.batch_size": batch_size,
             "train.lr": lr,
             "train.seed": seed,
+            "train.augment": augment,
         },
     ).train
     run_dir = out if out is not None else Path("runs") / f"{cfg.arch}_x{cfg.scale}"

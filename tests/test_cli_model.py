@@ -111,6 +111,7 @@ def test_train_two_epochs_with_resume(
     assert state["config"]["batch_size"] == 4
     assert state["config"]["seed"] == 1
     assert state["config"]["hr_size_px"] == 32  # from --config
+    assert state["config"]["augment"] is False  # the default
     assert load_weights(run / "best.pt").arch == "srcnn"
 
     # the same folder again without --resume: one line, exit 2
@@ -126,8 +127,9 @@ def test_train_default_run_folder(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     args = ["train", "--arch", "srcnn", "--scale", "8", "--data", str(cells), "--epochs", "1"]
-    assert main([*args, "--device", "cpu", "--config", str(train_toml)]) == 0
-    assert (tmp_path / "runs" / "srcnn_x8" / "last.pt").is_file()
+    assert main([*args, "--device", "cpu", "--config", str(train_toml), "--augment"]) == 0
+    state = torch.load(tmp_path / "runs" / "srcnn_x8" / "last.pt", weights_only=True)
+    assert state["config"]["augment"] is True
 
 
 @pytest.mark.parametrize(

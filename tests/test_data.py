@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.io
+import torch
 
 from leukoscreen.model.data import (
     BACKGROUND,
@@ -16,6 +17,8 @@ from leukoscreen.model.data import (
     NUCLEUS,
     Sample,
     SRDataset,
+    augment,
+    dihedral_codes,
     fit_to_size,
     mask_to_labels,
     read_image_folder,
@@ -401,3 +404,51 @@ def test_segmentation_wbc(shared_data: Path) -> None:
     split = split_ids(samples, seed=0)
     assert [len(split[p]) for p in ("train", "val", "test")] == [280, 60, 60]
     assert split == split_ids(samples, seed=0)
+
+
+def _square_sample(seed: int, side: int) -> Sample:
+    rng = np.random.default_rng(seed)
+    rgb = (rng.random((side, side, 3)) * 255).astype(np.uint8)
+    labels = rng.integers(0, 3, (side, side)).astype(np.uint8)
+    return Sample(image_id=f"sq-{seed}", source="sq", rgb=rgb, labels=labels)
+
+
+@pytest.mark.parametrize("code", range(8))
+def test_augment_commutes_with_the_degradation(code: int) -> None:
+    # the transformed item equals the item of the transformed image, for every key and symmetry
+    sample = _square_sample(0, 32)
+    item = SRDataset([sample], scale=4, hr_size_px=32).collate([0])
+    rgb, labels = sample.rgb, sample.labels
+    assert labels is not None
+    if code & 1:
+        rgb, labels = rgb.transpose(1, 0, 2), labels.T
+    if code & 2:
+        rgb, labels = rgb[::-1], labels[::-1]
+    if code & 4:
+        rgb, labels = rgb[:, ::-1], labels[:, ::-1]
+    moved = Sample("sq-moved", "sq", np.ascontiguousarray(rgb), np.ascontiguousarray(labels))
+    expected = SRDataset([moved], scale=4, hr_size_px=32).collate([0])
+    augmented = augment(item, [code])
+    for key in ("hr", "up", "up_ycbcr", "lr", "onehot"):
+        assert augmented[key].shape == expected[key].shape
+        np.testing.assert_allclose(augmented[key].numpy(), expected[key].numpy(), atol=1e-6)
+    assert (augmented["valid"] == item["valid"]).all()
+    assert (code == 0) == bool((augmented["hr"] == item["hr"]).all())
+
+
+def test_augment_transforms_each_image_of_a_batch_by_its_own_code() -> None:
+    dataset = SRDataset([_square_sample(k, 16) for k in range(3)], scale=4, hr_size_px=16)
+    batch = dataset.collate([0, 1, 2])
+    out = augment(batch, [0, 2, 5])
+    assert torch.equal(out["hr"][0], batch["hr"][0])
+    assert torch.equal(out["hr"][1], batch["hr"][1].flip(1))
+    assert torch.equal(out["lr"][2], batch["lr"][2].transpose(1, 2).flip(2))
+
+
+def test_dihedral_codes_depend_on_seed_epoch_and_image_only() -> None:
+    codes = dihedral_codes(range(200), seed=0, epoch=3)
+    assert codes == dihedral_codes(range(200), seed=0, epoch=3)
+    assert set(codes) == set(range(8))  # all eight symmetries occur
+    assert dihedral_codes([7, 3], seed=0, epoch=3) == [codes[7], codes[3]]  # order-free
+    assert codes != dihedral_codes(range(200), seed=0, epoch=4)
+    assert codes != dihedral_codes(range(200), seed=1, epoch=3)

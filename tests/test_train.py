@@ -97,6 +97,32 @@ def test_resume_after_a_kill_is_bit_identical(
     assert again.epochs_done == 2
 
 
+def test_augmented_training_resumes_exactly_and_differs_from_plain(
+    cells: Path, straight: TrainResult, tmp_path: Path
+) -> None:
+    cfg = replace(CFG, augment=True)
+    whole = _train(cfg, cells, tmp_path / "whole")
+    _train(cfg, cells, tmp_path / "killed", stop_after_epochs=1)
+    resumed = _train(cfg, cells, tmp_path / "killed", resume=True)
+    assert _without_time(resumed.history) == _without_time(whole.history)
+    a = torch.load(whole.run_dir / "last.pt", weights_only=True)["model"]
+    b = torch.load(resumed.run_dir / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    # the flips change what was learnt: not the plain run's weights
+    plain = torch.load(straight.run_dir / "last.pt", weights_only=True)["model"]
+    assert not all(torch.equal(a[name], plain[name]) for name in a)
+    with pytest.raises(CheckpointError, match="another config"):
+        _train(CFG, cells, tmp_path / "whole", resume=True)  # augment is part of the config
+
+
+def test_checkpoints_from_before_augment_resume(cells: Path, tmp_path: Path) -> None:
+    _train(CFG, cells, tmp_path, stop_after_epochs=1)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    del state["config"]["augment"]  # a run saved before the field existed
+    torch.save(state, tmp_path / "last.pt")
+    assert _train(CFG, cells, tmp_path, resume=True).epochs_done == 2
+
+
 def test_history_records_each_epoch(straight: TrainResult) -> None:
     assert [r["epoch"] for r in straight.history] == [1, 2]
     for record in straight.history:
