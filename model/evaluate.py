@@ -760,6 +760,16 @@ def _histories(source: Path) -> tuple[str, dict[str, list[dict[str, Any]]]]:
     return f"CPU ({source})", found
 
 
+def _shipped_epoch(history: list[dict[str, Any]], shipped: Mapping[str, Any]) -> int | None:
+    """The epoch of ``history`` whose epoch and validation PSNR the shipped metrics record."""
+    for record in history:
+        if record["epoch"] == shipped.get("epoch") and math.isclose(
+            record["val_psnr"], shipped.get("val_psnr", math.inf), abs_tol=1e-5
+        ):
+            return int(record["epoch"])
+    return None
+
+
 def training_times(*sources: Path) -> list[dict[str, Any]]:
     """Epochs, wall time, best validation scores of each run in ``sources``, and whether the
     shipped weights of ``<arch>_x<scale>`` came from it (same epoch and validation PSNR).
@@ -783,15 +793,7 @@ def training_times(*sources: Path) -> list[dict[str, Any]]:
                     "best_val_miou": max(
                         (h["val_miou"] for h in history if "val_miou" in h), default=float("nan")
                     ),
-                    "shipped_epoch": next(
-                        (
-                            int(h["epoch"])
-                            for h in history
-                            if h["epoch"] == shipped.get("epoch")
-                            and abs(h["val_psnr"] - shipped.get("val_psnr", math.inf)) < 1e-5
-                        ),
-                        None,
-                    ),
+                    "shipped_epoch": _shipped_epoch(history, shipped),
                 }
             )
     return found
