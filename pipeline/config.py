@@ -52,11 +52,18 @@ class DetectConfig:
         min_area_um2: smallest nucleus area kept, square microns.
         max_area_um2: largest nucleus area kept (bigger blobs are clumps or debris).
         merge_distance_um: nucleus fragments closer than this are one cell (lobes of one nucleus).
-        nucleus_density: nucleus-stain density (colour deconvolution) a nucleus pixel exceeds.
-        seed_density: density at least one pixel of every nucleus exceeds (hysteresis).
+        nucleus_threshold: nucleus contrast a nucleus pixel exceeds, in the slide's own units
+            (see ``leukoscreen.pipeline.stain``).
+        seed_threshold: contrast at least one pixel of every nucleus exceeds (hysteresis).
+        residual_scale: density of another hue than the red cells, in the slide's red-cell
+            densities, that counts as contrast 1.
+        darkness_scale: density beyond the red cells' along their hue, in red-cell densities,
+            that counts as contrast 1.
         smoothing_um: sigma of the Gaussian smoothing of the density, microns.
         cell_margin_um: margin added around a nucleus box to estimate the whole cell, microns.
         foreground_level_mpp: pixel size of the low pyramid level used to skip empty glass.
+        stain_sample_tiles: tiles sampled (evenly along the plan) to estimate the slide's stain.
+        stain_window_px: side of the window read at the centre of each sampled tile, level-0 px.
     """
 
     tile_size_px: int = 2048
@@ -64,11 +71,15 @@ class DetectConfig:
     min_area_um2: float = 12.0
     max_area_um2: float = 400.0
     merge_distance_um: float = 3.0
-    nucleus_density: float = 0.35
-    seed_density: float = 0.5
+    nucleus_threshold: float = 1.0
+    seed_threshold: float = 1.4
+    residual_scale: float = 0.5
+    darkness_scale: float = 1.5
     smoothing_um: float = 0.5
     cell_margin_um: float = 3.0
     foreground_level_mpp: float = 8.0
+    stain_sample_tiles: int = 16
+    stain_window_px: int = 512
 
 
 @dataclass(frozen=True)

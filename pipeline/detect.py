@@ -1,23 +1,26 @@
-"""Finding leukocytes at the scan's own (low) resolution.
+"""Finding leukocytes at the scan's own (low) resolution, adapted to each slide's stain.
 
-The pure stage is :func:`detect_leukocytes`: an RGB array in, a :class:`CellTable` out, no I/O and
-no global config. Below it, the tiling: :func:`plan_tiles` cuts level 0 into cores with a halo and
-skips empty glass from a low pyramid level; :func:`detect_tile` reads one halo window, detects, and
-keeps the cells whose centre lies in the core, so every cell is found exactly once;
-:func:`detect_graph` is the thin Dask wrapper (it builds the graph, it never computes).
+The pure stage is :func:`detect_leukocytes`: an RGB array (and the slide's
+:class:`~leukoscreen.pipeline.stain.StainEstimate`) in, a :class:`CellTable` out, no I/O and no
+global config. Below it, the tiling: :func:`plan_tiles` cuts level 0 into cores with a halo and
+skips empty glass from a low pyramid level; :func:`estimate_slide_stain` samples windows of the
+planned tiles and estimates the slide's stain once; :func:`detect_tile` reads one halo window,
+detects with that estimate, and keeps the cells whose centre lies in the core, so every cell is
+found exactly once; :func:`detect_graph` is the thin Dask wrapper (it builds the graph, it never
+computes).
 
-How a leukocyte is found (Romanowsky-type stains: Wright, Giemsa, May-Grünwald):
+How a leukocyte is found (Romanowsky-type stains: Wright, Giemsa, May-Grünwald, any lab):
 
-1. Colour deconvolution (Ruifrok & Johnston 2001, the method of ``skimage.color.rgb2hed``) with
-   three optical-density vectors: the purple nucleus stain, the eosin of red cells, and a neutral
-   grey that absorbs the illumination cast of the background. The nucleus channel is the density
-   of nucleus stain alone; red cells, however dense, hardly show in it. The vectors are the median
-   densities of nucleus, red-cell and background pixels of the BCCD *train* split.
-2. A light Gaussian smoothing (``smoothing_um``) and a hysteresis threshold: pixels above
-   ``seed_density`` start a nucleus, connected pixels above ``nucleus_density`` grow it.
+1. The slide's background, red-cell stain vector and red-cell density are estimated from its own
+   pixels (:mod:`leukoscreen.pipeline.stain`); no colour is a constant of the code.
+2. Each pixel's *nucleus contrast* is its distance from the red-cell line in optical density, in
+   units of the slide's red-cell density (:func:`~leukoscreen.pipeline.stain.nucleus_contrast`):
+   nuclei are another hue than the red cells, or much denser, or both. It is smoothed lightly
+   (``smoothing_um``) and thresholded with hysteresis: pixels above ``seed_threshold`` start a
+   nucleus, connected pixels above ``nucleus_threshold`` grow it. The thresholds are in the
+   slide's own units, so they follow its stain strength and exposure.
 3. Fragments closer than ``merge_distance_um`` (along rows, columns or diagonals: a square
-   dilation) are one cell (the 2-5 lobes of a neutrophil
-   nucleus, a notched monocyte nucleus).
+   dilation) are one cell (the 2-5 lobes of a neutrophil nucleus, a notched monocyte nucleus).
 4. Size limits in square microns (``min_area_um2``, ``max_area_um2``) drop platelets and debris,
    so every threshold follows the pixel size: leukocytes of 7-20 um are all kept.
 
@@ -36,41 +39,15 @@ from scipy import ndimage as ndi
 from skimage.filters import apply_hysteresis_threshold
 
 from leukoscreen.pipeline.config import DetectConfig
+from leukoscreen.pipeline.stain import StainEstimate, estimate_stain, nucleus_contrast
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed
 
     from leukoscreen.pipeline.slide import Slide
 
-# Optical-density directions (R, G, B), unit length; medians over the BCCD train split.
-NUCLEUS_OD = (0.547, 0.823, 0.155)  # purple: absorbs red and green, passes blue
-RED_CELL_OD = (0.430, 0.626, 0.651)  # eosin of red cells: green and blue
-NEUTRAL_OD = (0.577, 0.577, 0.577)  # grey illumination cast of the background
 GLASS_MAX_OD = 0.08  # mean optical density below which a low-resolution pixel is empty glass
 GLASS_MAX_CHROMA = 0.08  # ... and (max - min) / max of its RGB below which it is colourless
-
-
-def _unmixing_matrix() -> np.ndarray:
-    """(3, 3) matrix taking optical densities (R, G, B) to (nucleus, red cell, neutral)."""
-    stains = np.array([NUCLEUS_OD, RED_CELL_OD, NEUTRAL_OD], np.float64)
-    stains /= np.linalg.norm(stains, axis=1, keepdims=True)
-    return np.linalg.inv(stains)  # od = conc @ stains  =>  conc = od @ inv(stains)
-
-
-_UNMIX = _unmixing_matrix()
-
-
-def nucleus_stain(rgb: np.ndarray) -> np.ndarray:
-    """Density of the nucleus stain per pixel (colour deconvolution).
-
-    Args:
-        rgb: (H, W, 3) uint8 RGB.
-
-    Returns:
-        (H, W) float32, about 0 on background and red cells, 0.3-1.0 in stained nuclei.
-    """
-    od = -np.log(np.maximum(rgb.astype(np.float32), 1.0) / 255.0)  # (H, W, 3)
-    return (od @ _UNMIX[:, 0].astype(np.float32)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -155,11 +132,14 @@ def detect_leukocytes(
     rgb: np.ndarray,
     *,
     mpp: float,
+    stain: StainEstimate | None = None,
     min_area_um2: float = 12.0,
     max_area_um2: float = 400.0,
     merge_distance_um: float = 3.0,
-    nucleus_density: float = 0.35,
-    seed_density: float = 0.5,
+    nucleus_threshold: float = 1.0,
+    seed_threshold: float = 1.4,
+    residual_scale: float = 0.5,
+    darkness_scale: float = 1.5,
     smoothing_um: float = 0.5,
     cell_margin_um: float = 3.0,
 ) -> CellTable:
@@ -168,13 +148,18 @@ def detect_leukocytes(
     Args:
         rgb: (H, W, 3) uint8 RGB at ``mpp`` microns per pixel.
         mpp: microns per pixel of ``rgb``.
+        stain: the slide's stain estimate; estimated from ``rgb`` itself when omitted (a field
+            or a whole small slide). With no stained foreground, no cells are found.
         min_area_um2: smallest nucleus area kept (platelets are below), square microns.
         max_area_um2: largest nucleus area kept (clumps, debris), square microns.
         merge_distance_um: nucleus fragments closer than this are one cell, microns.
-        nucleus_density: nucleus-stain density a nucleus pixel exceeds (see
-            :func:`nucleus_stain`).
-        seed_density: density at least one pixel of every nucleus exceeds.
-        smoothing_um: sigma of the Gaussian applied to the density first, microns.
+        nucleus_threshold: nucleus contrast a nucleus pixel exceeds (see
+            :func:`~leukoscreen.pipeline.stain.nucleus_contrast`).
+        seed_threshold: contrast at least one pixel of every nucleus exceeds.
+        residual_scale: off-hue density, in red-cell densities, worth a contrast of 1.
+        darkness_scale: excess density along the red-cell hue, in red-cell densities, worth a
+            contrast of 1.
+        smoothing_um: sigma of the Gaussian applied to the contrast first, microns.
         cell_margin_um: margin around the nucleus box that makes the whole-cell box, microns.
 
     Returns:
@@ -191,17 +176,24 @@ def detect_leukocytes(
         raise ValueError(
             f"need 0 <= min_area_um2 <= max_area_um2, got {min_area_um2}, {max_area_um2}"
         )
-    if seed_density < nucleus_density:
+    if not 0 < nucleus_threshold <= seed_threshold:
         raise ValueError(
-            f"seed_density must be >= nucleus_density, got {seed_density} < {nucleus_density}"
+            "need 0 < nucleus_threshold <= seed_threshold, got "
+            f"{nucleus_threshold}, {seed_threshold}"
         )
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         return CellTable.empty()
+    if stain is None:
+        stain = estimate_stain(rgb)
+    if not stain.has_foreground:
+        return CellTable.empty()
 
-    density = nucleus_stain(rgb)  # (H, W)
+    density = nucleus_contrast(
+        rgb, stain, residual_scale=residual_scale, darkness_scale=darkness_scale
+    )  # (H, W)
     if smoothing_um > 0:
         density = ndi.gaussian_filter(density, smoothing_um / mpp, truncate=3.0)
-    nuclei = apply_hysteresis_threshold(density, nucleus_density, seed_density)
+    nuclei = apply_hysteresis_threshold(density, nucleus_threshold, seed_threshold)
     if not nuclei.any():
         return CellTable.empty()
 
@@ -220,7 +212,8 @@ def detect_leukocytes(
     centre_row = np.bincount(label, pix_row, n_labels) / np.maximum(area_px, 1)
     centre_col = np.bincount(label, pix_col, n_labels) / np.maximum(area_px, 1)
     strength = np.clip(
-        (density.ravel()[flat] - nucleus_density) / (2.0 * (seed_density - nucleus_density) + 1e-6),
+        (density.ravel()[flat] - nucleus_threshold)
+        / (2.0 * (seed_threshold - nucleus_threshold) + 1e-6),
         0.0,
         1.0,
     )
@@ -254,13 +247,16 @@ def detect_leukocytes(
 
 
 def detect_options(cfg: DetectConfig) -> dict[str, float]:
-    """The keyword arguments of :func:`detect_leukocytes` held by ``cfg`` (all but ``mpp``)."""
+    """The keyword arguments of :func:`detect_leukocytes` held by ``cfg`` (all but ``mpp`` and
+    ``stain``)."""
     return {
         "min_area_um2": cfg.min_area_um2,
         "max_area_um2": cfg.max_area_um2,
         "merge_distance_um": cfg.merge_distance_um,
-        "nucleus_density": cfg.nucleus_density,
-        "seed_density": cfg.seed_density,
+        "nucleus_threshold": cfg.nucleus_threshold,
+        "seed_threshold": cfg.seed_threshold,
+        "residual_scale": cfg.residual_scale,
+        "darkness_scale": cfg.darkness_scale,
         "smoothing_um": cfg.smoothing_um,
         "cell_margin_um": cfg.cell_margin_um,
     }
@@ -360,15 +356,48 @@ def plan_tiles(
     return tiles
 
 
-def detect_tile(slide: Slide, tile: Tile, cfg: DetectConfig) -> CellTable:
+def estimate_slide_stain(
+    slide: Slide, tiles: Sequence[Tile], *, sample_tiles: int, window_px: int
+) -> StainEstimate:
+    """Estimate the slide's stain from windows of its planned (non-glass) tiles.
+
+    Up to ``sample_tiles`` tiles are taken evenly spaced along the plan (deterministic), and a
+    window of at most ``window_px`` square is read at the centre of each core, at level 0 (the
+    resolution detection runs at: a lower level would blur red cells into the plasma).
+
+    Returns:
+        The estimate over all sampled pixels (no foreground when ``tiles`` is empty).
+    """
+    if sample_tiles < 1 or window_px < 1:
+        raise ValueError(f"need sample_tiles, window_px >= 1, got {sample_tiles}, {window_px}")
+    if not tiles:
+        return estimate_stain(np.zeros((0, 3), np.uint8))
+    picks = np.unique(np.linspace(0, len(tiles) - 1, min(sample_tiles, len(tiles))).round())
+    windows = []
+    for i in picks.astype(int):
+        r0, c0, r1, c1 = tiles[i].core
+        h, w = min(window_px, r1 - r0), min(window_px, c1 - c0)
+        top, left = r0 + (r1 - r0 - h) // 2, c0 + (c1 - c0 - w) // 2
+        windows.append(slide.read_region(top, left, h, w).reshape(-1, 3))
+    return estimate_stain(np.concatenate(windows))
+
+
+def detect_tile(slide: Slide, tile: Tile, cfg: DetectConfig, stain: StainEstimate) -> CellTable:
     """Detect leukocytes in one tile: read the halo window, keep the cells centred in the core.
+
+    Args:
+        slide: the slide.
+        tile: one tile of :func:`plan_tiles`.
+        cfg: detection settings.
+        stain: the slide's estimate (:func:`estimate_slide_stain`), the same for every tile.
 
     Returns:
         The tile's cells in level-0 coordinates, (row, col) order.
     """
     row0, col0, row1, col1 = tile.halo
     rgb = slide.read_region(row0, col0, row1 - row0, col1 - col0)
-    cells = detect_leukocytes(rgb, mpp=slide.mpp, **detect_options(cfg)).shifted(row0, col0)
+    cells = detect_leukocytes(rgb, mpp=slide.mpp, stain=stain, **detect_options(cfg))
+    cells = cells.shifted(row0, col0)
     r0, c0, r1, c1 = tile.core
     inside = (cells.row >= r0) & (cells.row < r1) & (cells.col >= c0) & (cells.col < c1)
     return cells.take(np.flatnonzero(inside))
@@ -378,26 +407,48 @@ def _gather(tables: Sequence[CellTable]) -> CellTable:
     return CellTable.concat(tables).sorted()
 
 
-def detect_graph(slide: Slide, cfg: DetectConfig, tiles: Sequence[Tile] | None = None) -> Delayed:
+def plan_detection(slide: Slide, cfg: DetectConfig) -> tuple[list[Tile], StainEstimate]:
+    """The tile plan and the slide's stain estimate: what every detection task needs."""
+    tiles = plan_tiles(
+        slide,
+        tile_size_px=cfg.tile_size_px,
+        halo_px=cfg.halo_px,
+        foreground_level_mpp=cfg.foreground_level_mpp,
+    )
+    stain = estimate_slide_stain(
+        slide, tiles, sample_tiles=cfg.stain_sample_tiles, window_px=cfg.stain_window_px
+    )
+    return tiles, stain
+
+
+def detect_slide(slide: Slide, cfg: DetectConfig) -> tuple[CellTable, StainEstimate]:
+    """Detection over a whole slide in this process, tile by tile (no cluster).
+
+    Returns:
+        The slide's cells in (row, col) order and the stain estimate they were found with.
+    """
+    tiles, stain = plan_detection(slide, cfg)
+    if not stain.has_foreground:
+        return CellTable.empty(), stain
+    return _gather([detect_tile(slide, tile, cfg, stain) for tile in tiles]), stain
+
+
+def detect_graph(slide: Slide, cfg: DetectConfig) -> Delayed:
     """The Dask graph of detection over a slide (built, not computed).
+
+    The plan and the stain estimate are made here, in the caller (a few windows are read); the
+    graph holds one task per tile.
 
     Args:
         slide: the slide; it travels to workers by path.
         cfg: detection settings (tile size, halo, thresholds).
-        tiles: a plan from :func:`plan_tiles`; planned from ``cfg`` when omitted.
 
     Returns:
         A ``dask.delayed`` object whose result is the slide's :class:`CellTable`, (row, col) order.
     """
     import dask
 
-    if tiles is None:
-        tiles = plan_tiles(
-            slide,
-            tile_size_px=cfg.tile_size_px,
-            halo_px=cfg.halo_px,
-            foreground_level_mpp=cfg.foreground_level_mpp,
-        )
+    tiles, stain = plan_detection(slide, cfg)
     slide_node: Any = dask.delayed(slide, pure=True)
-    parts = [dask.delayed(detect_tile, pure=True)(slide_node, tile, cfg) for tile in tiles]
+    parts = [dask.delayed(detect_tile, pure=True)(slide_node, tile, cfg, stain) for tile in tiles]
     return dask.delayed(_gather, pure=True)(parts)

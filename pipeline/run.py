@@ -2,7 +2,7 @@
 
 This is the only module that picks a scheduler and triggers computation. The flow (DESIGN §4)::
 
-    slide ─► tile plan (driver, from a low level) ─► detect_tile on CPU tasks ─► cell table
+    slide ─► tile plan + stain estimate (driver) ─► detect_tile on CPU tasks ─► cell table
       (gathered: small) ─► ids sorted by (row, col) ─► batches of B cells ─► SR tasks: read LR
       crops, upscale, trim the margin, write the batch's own chunks, return metadata ─► finalize
 
@@ -40,8 +40,9 @@ from leukoscreen.model.errors import CheckpointError, UsageError
 from leukoscreen.pipeline import store as zstore
 from leukoscreen.pipeline.config import ClusterConfig, Config, DetectConfig, to_dict
 from leukoscreen.pipeline.crops import CropGeometry, read_crops, trim_margin
-from leukoscreen.pipeline.detect import CellTable, Tile, detect_tile, plan_tiles
+from leukoscreen.pipeline.detect import CellTable, Tile, detect_tile, plan_detection
 from leukoscreen.pipeline.slide import Slide
+from leukoscreen.pipeline.stain import StainEstimate
 
 STORE_SUFFIX = ".leukoscreen.zarr"
 
@@ -233,10 +234,10 @@ def sr_batch_task(
     }
 
 
-def detect_task(slide: Slide, tile: Tile, cfg: DetectConfig) -> CellTable:
+def detect_task(slide: Slide, tile: Tile, cfg: DetectConfig, stain: StainEstimate) -> CellTable:
     """One detection task: :func:`detect_tile` and release the slide file."""
     try:
-        return detect_tile(slide, tile, cfg)
+        return detect_tile(slide, tile, cfg, stain)
     finally:
         slide.close()
 
@@ -684,10 +685,20 @@ def _run_on(
     detect_s = 0.0
     if state is None or state.n_cells is None or state.done is None:
         t0 = time.perf_counter()
-        cells = _detect(client, slide, config, progress=progress)
+        cells, stain = _detect(client, slide, config, progress=progress)
         detect_s = time.perf_counter() - t0
+        if not stain.has_foreground:
+            log(
+                f"leukoscreen: warning: {slide.path}: no stained foreground found (blank or "
+                "unstained slide?); the store will hold zero cells"
+            )
         columns = table_columns(cells, mpp=slide.mpp, batch_size=inference.batch_size)
-        zstore.write_cell_table(out, columns, compression_level=config.output.compression_level)
+        zstore.write_cell_table(
+            out,
+            columns,
+            compression_level=config.output.compression_level,
+            detection={"stain": stain.to_attrs()},
+        )
         done = np.zeros(zstore.n_batches_for(len(cells), inference.batch_size), dtype=bool)
     else:
         columns = zstore.read_table(out)
@@ -726,18 +737,21 @@ def _run_on(
     )
 
 
-def _detect(client: Client, slide: Slide, config: Config, *, progress: bool) -> CellTable:
-    """Detection as one CPU task per tile; tables gathered in tile order (deterministic)."""
+def _detect(
+    client: Client, slide: Slide, config: Config, *, progress: bool
+) -> tuple[CellTable, StainEstimate]:
+    """Detection as one CPU task per tile; tables gathered in tile order (deterministic).
+
+    The plan and the slide's stain estimate are made here (a few windows are read), and the
+    same estimate goes to every tile task.
+    """
     cfg = config.detect
-    tiles = plan_tiles(
-        slide,
-        tile_size_px=cfg.tile_size_px,
-        halo_px=cfg.halo_px,
-        foreground_level_mpp=cfg.foreground_level_mpp,
-    )
+    tiles, stain = plan_detection(slide, cfg)
+    if not stain.has_foreground:
+        return CellTable.empty(), stain
     run_id = uuid.uuid4().hex[:8]
     futures = [
-        client.submit(detect_task, slide, tile, cfg, key=f"leukoscreen-detect-{run_id}-{i}")
+        client.submit(detect_task, slide, tile, cfg, stain, key=f"leukoscreen-detect-{run_id}-{i}")
         for i, tile in enumerate(tiles)
     ]
     index = {f.key: i for i, f in enumerate(futures)}
@@ -751,7 +765,7 @@ def _detect(client: Client, slide: Slide, config: Config, *, progress: bool) -> 
             future.release()
             bar.update(1)
             bar.set_postfix(cells=sum(len(t) for t in tables if t is not None))
-    return CellTable.concat([t for t in tables if t is not None])
+    return CellTable.concat([t for t in tables if t is not None]), stain
 
 
 def _super_resolve_all(

@@ -366,6 +366,7 @@ def write_cell_table(
     table: Mapping[str, np.ndarray],
     *,
     compression_level: int = 3,
+    detection: Mapping[str, Any] | None = None,
 ) -> int:
     """Create the cell arrays sized to the table, write the table, and record the cell count.
 
@@ -377,6 +378,8 @@ def write_cell_table(
         table: every column of ``TABLE_COLUMNS``, each (N,) (``bbox`` (N, 4)); rows in cell-id
             order, ``cell_id == arange(N)`` and ``batch == cell_id // batch_size``.
         compression_level: zstd level of the cell arrays and table.
+        detection: what the detector estimated on this slide (the stain), saved in the attrs
+            under ``detection``.
 
     Returns:
         The number of batches.
@@ -424,7 +427,8 @@ def write_cell_table(
             column[...] = np.asarray(table[name], dtype=dtype)
     # All False (the fill value) until each batch sets its own one-element chunk.
     create("batches/done", (n_batches,), (1,), "bool", ["batch"], compressed=False)
-    _update_attrs(path, n_cells=n_cells, n_batches=n_batches, table_written=True)
+    extra = {"detection": json.loads(json.dumps(dict(detection)))} if detection else {}
+    _update_attrs(path, n_cells=n_cells, n_batches=n_batches, table_written=True, **extra)
     return n_batches
 
 

@@ -94,8 +94,9 @@ def make_smear(seed: int = 0) -> tuple[np.ndarray, tuple[Leukocyte, ...]]:
         rr, cc = disk((row, col), diameter_um * um / 2 + 8, shape=(height, width))
         occupied[rr, cc] = True
 
-    # Red cells: ~7.5 um discs with a paler centre, never on a leukocyte or on the glass band.
-    for _ in range(2500):
+    # Red cells: ~7.5 um discs with a paler centre covering about a third of the smear (a
+    # monolayer), never on a leukocyte or on the glass band.
+    for _ in range(15000):
         row, col = rng.uniform(0, height), rng.uniform(0, GLASS_COL - 10)
         radius = rng.uniform(3.5, 4.0) * um
         rr, cc = disk((row, col), radius, shape=(height, width))

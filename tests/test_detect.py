@@ -16,11 +16,14 @@ from leukoscreen.pipeline.detect import (
     detect_graph,
     detect_leukocytes,
     detect_options,
+    detect_slide,
     detect_tile,
-    nucleus_stain,
+    estimate_slide_stain,
+    plan_detection,
     plan_tiles,
 )
 from leukoscreen.pipeline.slide import Slide
+from leukoscreen.pipeline.stain import estimate_stain
 
 PINK = (236, 205, 208)
 RED_CELL = (214, 128, 138)
@@ -37,6 +40,15 @@ def _field(shape: tuple[int, int], discs: list[tuple[float, float, float, tuple[
     return rgb
 
 
+def _red_cell_stain():
+    """The stain of a slide with these colours, estimated from a field of red cells only."""
+    discs = [(r, c, 6.5, RED_CELL) for r in range(8, 64, 16) for c in range(8, 64, 16)]
+    return estimate_stain(_field((64, 64), discs))
+
+
+STAIN = _red_cell_stain()
+
+
 def _assert_found(table: CellTable, centres: list[tuple[float, float]], tol_px: float) -> None:
     """Exactly one detection per centre, within tol_px, and nothing else."""
     assert len(table) == len(centres), (table.row, table.col)
@@ -49,24 +61,16 @@ def _assert_found(table: CellTable, centres: list[tuple[float, float]], tol_px: 
 # ---------------------------------------------------------------- the pure function
 
 
-def test_stain_separates_nucleus_from_red_cells():
-    rgb = np.array([[PINK, RED_CELL, PURPLE, (255, 255, 255)]], np.uint8)
-    density = nucleus_stain(rgb)
-    assert density.shape == (1, 4) and density.dtype == np.float32
-    assert density[0, 2] > 1.0
-    assert np.abs(density[0, [0, 1, 3]]).max() < 0.3
-
-
 def test_empty_field_has_no_cells():
     rgb = _field((64, 64), [(20, 20, 8, RED_CELL), (45, 40, 8, RED_CELL)])
-    table = detect_leukocytes(rgb, mpp=0.5)
+    table = detect_leukocytes(rgb, mpp=0.5, stain=STAIN)
     assert len(table) == 0 and table.bbox.shape == (0, 4)
     assert len(detect_leukocytes(np.zeros((0, 5, 3), np.uint8), mpp=0.5)) == 0
 
 
 def test_one_round_nucleus():
     rgb = _field((64, 80), [(30, 41, 12, (212, 190, 222)), (30, 41, 7, PURPLE)])
-    table = detect_leukocytes(rgb, mpp=0.5, cell_margin_um=3.0)
+    table = detect_leukocytes(rgb, mpp=0.5, stain=STAIN, cell_margin_um=3.0)
     _assert_found(table, [(30, 41)], tol_px=0.01)
     nucleus_um2 = np.pi * 7**2 * 0.25
     assert nucleus_um2 <= table.area_um2[0] <= 1.6 * nucleus_um2
@@ -80,21 +84,21 @@ def test_platelet_and_debris_are_dropped_by_area_in_um2():
     platelet = (20, 20, 2, PURPLE)  # 2 px radius at 0.5 um/px: ~3 um2
     clump = (60, 60, 25, PURPLE)  # ~490 um2
     rgb = _field((100, 100), [platelet, clump])
-    assert len(detect_leukocytes(rgb, mpp=0.5)) == 0
-    assert len(detect_leukocytes(rgb, mpp=0.5, min_area_um2=1.0, max_area_um2=1000.0)) == 2
+    assert len(detect_leukocytes(rgb, mpp=0.5, stain=STAIN)) == 0
+    assert len(detect_leukocytes(rgb, mpp=0.5, stain=STAIN, min_area_um2=1.0, max_area_um2=1000.0)) == 2
 
 
 def test_lobes_of_one_nucleus_are_one_cell_and_far_nuclei_two():
     lobes = [(30, 22, 4, PURPLE), (30, 31, 4, PURPLE), (38, 26, 4, PURPLE)]  # 1-2 px gaps
     far = [(30, 80, 6, PURPLE)]  # 25 um away
     rgb = _field((64, 110), lobes + far)
-    table = detect_leukocytes(rgb, mpp=0.5)
+    table = detect_leukocytes(rgb, mpp=0.5, stain=STAIN)
     assert len(table) == 2
     lobed = int(np.argmin(table.col))
     assert table.col[lobed] == pytest.approx(26.4, abs=1.0)
     assert table.col[1 - lobed] == pytest.approx(80, abs=0.1)
     split = detect_leukocytes(
-        rgb, mpp=0.5, merge_distance_um=0.0, smoothing_um=0.0, min_area_um2=5.0
+        rgb, mpp=0.5, stain=STAIN, merge_distance_um=0.0, smoothing_um=0.0, min_area_um2=5.0
     )
     assert len(split) == 4
 
@@ -110,7 +114,7 @@ def test_sizes_follow_mpp(mpp):
             (40 * scale, 40 * scale, 7 * scale, PURPLE),
         ],
     )
-    table = detect_leukocytes(rgb, mpp=mpp)
+    table = detect_leukocytes(rgb, mpp=mpp, stain=STAIN)
     _assert_found(table, [(15 * scale, 15 * scale), (40 * scale, 40 * scale)], tol_px=0.5)
     assert table.area_um2 == pytest.approx([np.pi * 3.5**2, np.pi * 7**2], rel=0.4)
 
@@ -122,7 +126,8 @@ def test_sizes_follow_mpp(mpp):
         ({"rgb": np.zeros((4, 4, 3), np.float32)}, r"uint8, got \(4, 4, 3\) float32"),
         ({"mpp": 0.0}, "mpp must be > 0, got 0.0"),
         ({"min_area_um2": 50.0, "max_area_um2": 10.0}, "min_area_um2 <= max_area_um2"),
-        ({"nucleus_density": 0.6, "seed_density": 0.5}, "seed_density must be >= nucleus"),
+        ({"nucleus_threshold": 1.6, "seed_threshold": 1.4}, "nucleus_threshold <= seed_thr"),
+        ({"nucleus_threshold": 0.0}, "need 0 < nucleus_threshold"),
     ],
 )
 def test_bad_arguments(kwargs, message):
@@ -201,9 +206,9 @@ def test_plan_tiles_never_reads_level0_whole(tiff_slide, monkeypatch):
 def test_tiles_equal_the_pure_function(svs_slide, tile_size_px):
     slide = Slide.open(svs_slide.path)
     cfg = DetectConfig(tile_size_px=tile_size_px, halo_px=64)
-    expected = detect_leukocytes(svs_slide.rgb, mpp=0.5, **detect_options(cfg))
-    tiles = plan_tiles(slide, tile_size_px=tile_size_px, halo_px=64, foreground_level_mpp=8.0)
-    found = CellTable.concat([detect_tile(slide, t, cfg) for t in tiles]).sorted()
+    tiles, stain = plan_detection(slide, cfg)
+    expected = detect_leukocytes(svs_slide.rgb, mpp=0.5, stain=stain, **detect_options(cfg))
+    found = CellTable.concat([detect_tile(slide, t, cfg, stain) for t in tiles]).sorted()
     assert len(found) == len(expected) == 12
     np.testing.assert_allclose(found.row, expected.row, atol=1e-9)
     np.testing.assert_allclose(found.col, expected.col, atol=1e-9)
@@ -215,9 +220,10 @@ def test_tiles_equal_the_pure_function(svs_slide, tile_size_px):
 def test_detect_tile_keeps_only_core_cells(svs_slide):
     slide = Slide.open(svs_slide.path)
     cfg = DetectConfig()
+    stain = plan_detection(slide, cfg)[1]
     # A core ending one row above the cell centred at (512, 700): its halo sees the cell whole.
-    above = detect_tile(slide, Tile(0, (400, 600, 512, 800), (336, 536, 576, 864)), cfg)
-    below = detect_tile(slide, Tile(1, (512, 600, 700, 800), (448, 536, 764, 864)), cfg)
+    above = detect_tile(slide, Tile(0, (400, 600, 512, 800), (336, 536, 576, 864)), cfg, stain)
+    below = detect_tile(slide, Tile(1, (512, 600, 700, 800), (448, 536, 764, 864)), cfg, stain)
     assert len(above) == 0
     _assert_found(below, [(512.0, 700.0)], tol_px=0.5)
 
@@ -229,7 +235,8 @@ def test_dask_graph_in_worker_processes_equals_pure_function(svs_slide):
     # Worker processes receive the slide pickled by path; fork keeps the test fast.
     with dask.config.set({"multiprocessing.context": "fork"}):
         (found,) = dask.compute(graph, scheduler="processes", num_workers=2)
-    expected = detect_leukocytes(svs_slide.rgb, mpp=0.5, **detect_options(cfg))
+    stain = plan_detection(slide, cfg)[1]
+    expected = detect_leukocytes(svs_slide.rgb, mpp=0.5, stain=stain, **detect_options(cfg))
     np.testing.assert_allclose(found.row, expected.row, atol=1e-9)
     np.testing.assert_allclose(found.col, expected.col, atol=1e-9)
     np.testing.assert_array_equal(found.bbox, expected.bbox)

@@ -1,0 +1,202 @@
+"""The slide's own stain and background, estimated from its pixels, and the nucleus contrast.
+
+Every smear has the same ingredients — bright plasma or glass, a sea of red cells, and a few
+leukocytes whose nuclei are the densest and most differently coloured objects — but each lab's
+stain recipe, lamp and camera gives them other colours (``../shared/data``: BCCD's pink red
+cells on grey, DeepBioNet's blue, grey or olive red cells on blue to yellow plasma). So nothing
+here is a colour constant; everything is measured on the slide:
+
+1. **Background** ``I0``: the per-channel median of the brightest pixels (``background_quantile``
+   of the brightness), i.e. plasma or glass. Optical density (Beer-Lambert) is taken against it,
+   ``od = -log(I / I0)``, so a tinted lamp or filter and the exposure cancel out.
+2. **Red-cell stain**: red cells are by far the most common stained object on any smear, so the
+   median direction of the dense foreground's optical-density vectors (at least half its 90th
+   percentile density, which leaves out a faintly coloured plasma) is the red-cell stain vector
+   ``v_r`` (a robust, one-vector form of the Macenko et al. 2009 estimate, which takes the
+   extreme angles instead; here the nuclei are too rare on a real smear — about 1 px in 1,000 —
+   for extreme angles to find them), and the median density of that dense foreground is the
+   red-cell density ``d_r``, the slide's unit of density.
+3. **Nucleus contrast** of a pixel, in units of that slide's red cells: how far its optical
+   density lies from the red-cell line, ``|od - (od . v_r) v_r| / d_r`` (another hue: a purple
+   nucleus among pink red cells), and how much darker it is than a red cell along that line,
+   ``max(od . v_r / d_r - 1, 0)`` (a nucleus of the red cells' hue but two to five times as dense,
+   as on DeepBioNet's olive fields). The two are scaled by ``residual_scale`` and
+   ``darkness_scale`` and combined as a Euclidean norm. Stain strength scales ``od`` and
+   ``d_r`` alike, so the contrast does not change with it.
+
+A slide without stained foreground (blank glass) gives a :class:`StainEstimate` with
+``has_foreground`` false; detection then finds no cells.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+MIN_FOREGROUND_PX = 200  # fewer stained pixels than this: no stain can be estimated
+
+
+@dataclass(frozen=True)
+class StainEstimate:
+    """What the detector assumes about one slide's colours (saved in the store's attributes).
+
+    Attributes:
+        background_rgb: (R, G, B) of plasma/glass, 0-255: the ``I0`` of optical density.
+        red_cell_od: (R, G, B) unit optical-density direction of the red cells.
+        red_cell_density: median optical-density norm of the stained foreground (> 0).
+        foreground_fraction: share of the sampled pixels that are stained foreground.
+        n_pixels: pixels sampled.
+    """
+
+    background_rgb: tuple[float, float, float]
+    red_cell_od: tuple[float, float, float]
+    red_cell_density: float
+    foreground_fraction: float
+    n_pixels: int
+
+    @property
+    def has_foreground(self) -> bool:
+        """Whether any stained foreground was found (else detection finds nothing)."""
+        return self.red_cell_density > 0
+
+    def to_attrs(self) -> dict[str, Any]:
+        """JSON-ready dict (rounded for readability)."""
+        out = asdict(self)
+        out["background_rgb"] = [round(v, 2) for v in self.background_rgb]
+        out["red_cell_od"] = [round(v, 4) for v in self.red_cell_od]
+        out["red_cell_density"] = round(self.red_cell_density, 4)
+        out["foreground_fraction"] = round(self.foreground_fraction, 4)
+        return out
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> StainEstimate:
+        """Inverse of :meth:`to_attrs`."""
+        bg, od = attrs["background_rgb"], attrs["red_cell_od"]
+        return cls(
+            (float(bg[0]), float(bg[1]), float(bg[2])),
+            (float(od[0]), float(od[1]), float(od[2])),
+            float(attrs["red_cell_density"]),
+            float(attrs["foreground_fraction"]),
+            int(attrs["n_pixels"]),
+        )
+
+
+def optical_density(rgb: np.ndarray, background_rgb: tuple[float, float, float]) -> np.ndarray:
+    """``max(-log(I / I0), 0)`` per channel.
+
+    Args:
+        rgb: (..., 3) uint8.
+        background_rgb: ``I0``, (R, G, B) 0-255.
+
+    Returns:
+        (..., 3) float32, 0 on the background, larger where more light is absorbed.
+    """
+    i0 = np.maximum(np.asarray(background_rgb, np.float32), 1.0)
+    od = np.log(i0) - np.log(np.maximum(rgb.astype(np.float32), 1.0))
+    return np.maximum(od, 0.0, out=od)
+
+
+def estimate_stain(
+    pixels: np.ndarray,
+    *,
+    background_quantile: float = 0.9,
+    foreground_min_od: float = 0.15,
+    max_pixels: int = 400_000,
+    seed: int = 0,
+) -> StainEstimate:
+    """Estimate background, red-cell stain and density from a slide's pixels.
+
+    Args:
+        pixels: (..., 3) uint8 RGB sampled from the slide (any shape; a field, or windows).
+        background_quantile: brightness quantile above which a pixel is background.
+        foreground_min_od: optical-density norm above which a pixel is stained foreground.
+        max_pixels: a seeded random subset of at most this many pixels is used.
+        seed: seed of that subset.
+
+    Returns:
+        The estimate; ``has_foreground`` is false with fewer than ``MIN_FOREGROUND_PX`` stained
+        pixels.
+
+    Raises:
+        ValueError: ``pixels`` is not uint8 with 3 channels, or an option is out of range.
+    """
+    if pixels.dtype != np.uint8 or pixels.shape[-1:] != (3,):
+        raise ValueError(f"pixels must be (..., 3) uint8, got {pixels.shape} {pixels.dtype}")
+    if not 0 < background_quantile < 1:
+        raise ValueError(f"background_quantile must be in (0, 1), got {background_quantile!r}")
+    if not foreground_min_od > 0:
+        raise ValueError(f"foreground_min_od must be > 0, got {foreground_min_od!r}")
+    flat = pixels.reshape(-1, 3)
+    if len(flat) > max_pixels:
+        flat = flat[np.random.default_rng(seed).choice(len(flat), max_pixels, replace=False)]
+    n = len(flat)
+    none = StainEstimate((255.0, 255.0, 255.0), (0.0, 0.0, 0.0), 0.0, 0.0, n)
+    if n == 0:
+        return none
+    values = flat.astype(np.float32)
+    brightness = values.sum(axis=1)
+    bright = values[brightness >= np.quantile(brightness, background_quantile)]
+    background = tuple(float(v) for v in np.median(bright, axis=0))
+    od = optical_density(flat, background)  # (n, 3)
+    norm = np.linalg.norm(od, axis=1)
+    fg = norm > foreground_min_od
+    n_fg = int(fg.sum())
+    if n_fg < MIN_FOREGROUND_PX:
+        return StainEstimate(background, (0.0, 0.0, 0.0), 0.0, n_fg / n, n)  # type: ignore[arg-type]
+    # Red cells: the foreground at least half as dense as its 90th percentile, so that a faintly
+    # coloured plasma (where glass is the brightest part of the sample) is not taken for them.
+    dense = norm >= max(foreground_min_od, 0.5 * float(np.quantile(norm[fg], 0.9)))
+    direction = np.median(od[dense] / norm[dense, None], axis=0)
+    direction /= max(float(np.linalg.norm(direction)), 1e-12)
+    return StainEstimate(
+        background,  # type: ignore[arg-type]
+        (float(direction[0]), float(direction[1]), float(direction[2])),
+        float(np.median(norm[dense])),
+        n_fg / n,
+        n,
+    )
+
+
+def nucleus_contrast(
+    rgb: np.ndarray,
+    stain: StainEstimate,
+    *,
+    residual_scale: float,
+    darkness_scale: float,
+) -> np.ndarray:
+    """Per-pixel nucleus contrast against the slide's red cells (see the module docstring).
+
+    Args:
+        rgb: (H, W, 3) uint8.
+        stain: the slide's estimate (must have foreground).
+        residual_scale: off-red-cell-hue density, in red-cell densities, that counts as 1.
+        darkness_scale: excess density along the red-cell hue, in red-cell densities, that
+            counts as 1.
+
+    Returns:
+        (H, W) float32 >= 0: about 0 on plasma and red cells, above 1 in nuclei.
+    """
+    if not stain.has_foreground:
+        raise ValueError("nucleus_contrast needs a stain estimate with foreground")
+    if not (residual_scale > 0 and darkness_scale > 0):
+        raise ValueError(
+            f"residual_scale and darkness_scale must be > 0, got {residual_scale}, {darkness_scale}"
+        )
+    od = optical_density(rgb, stain.background_rgb)  # (H, W, 3)
+    v_r = np.asarray(stain.red_cell_od, np.float32)
+    along = od @ v_r  # (H, W): density along the red-cell hue
+    off = od - along[..., None] * v_r  # (H, W, 3): the part of another hue
+    unit = 1.0 / stain.red_cell_density
+    residual = np.sqrt((off * off).sum(axis=2)) * (unit / residual_scale)
+    darker = np.maximum(along * unit - 1.0, 0.0) * (1.0 / darkness_scale)
+    return np.sqrt(residual * residual + darker * darker).astype(np.float32)
+
+
+def angle_deg(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    """Angle between two optical-density directions, degrees."""
+    va, vb = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    cos = float(va @ vb / max(np.linalg.norm(va) * np.linalg.norm(vb), 1e-12))
+    return math.degrees(math.acos(min(max(cos, -1.0), 1.0)))
