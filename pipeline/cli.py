@@ -132,6 +132,38 @@ def run_cmd(
         typer.echo(summary.describe())
 
 
+@app.command("detect")
+def detect_cmd(
+    slides: Annotated[
+        list[Path],
+        typer.Argument(help="Slide files (.svs and other OpenSlide formats, TIFF, PNG/JPEG)."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Table file for one slide (.csv or .parquet, by the suffix); with several "
+            "slides, the folder for their tables. Default: <slide stem>.cells.csv in the "
+            "current folder."
+        ),
+    ] = None,
+    mpp: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Microns per level-0 pixel, overriding the slide metadata (needed for PNG/JPEG).",
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Detect leukocytes only (no super-resolution), in seconds: write each slide's cell table
+    (the columns of the store's table) and print its leukocyte count."""
+    from leukoscreen.pipeline.tables import detect_slides
+
+    cfg = override(_load(config), **{"slide.mpp": mpp})
+    for summary in detect_slides(slides, cfg, out=out):
+        typer.echo(summary.describe())
+
+
 DEFAULT_TRAIN_DATA = Path("../shared/data/segmentation_WBC")
 
 

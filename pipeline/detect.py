@@ -246,7 +246,7 @@ def detect_leukocytes(
     ).sorted()
 
 
-def detect_options(cfg: DetectConfig) -> dict[str, float]:
+def detect_options(cfg: DetectConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`detect_leukocytes` held by ``cfg`` (all but ``mpp`` and
     ``stain``)."""
     return {
@@ -421,16 +421,29 @@ def plan_detection(slide: Slide, cfg: DetectConfig) -> tuple[list[Tile], StainEs
     return tiles, stain
 
 
-def detect_slide(slide: Slide, cfg: DetectConfig) -> tuple[CellTable, StainEstimate]:
+def detect_slide(
+    slide: Slide, cfg: DetectConfig, *, progress: bool = False
+) -> tuple[CellTable, StainEstimate]:
     """Detection over a whole slide in this process, tile by tile (no cluster).
+
+    Args:
+        slide: the slide.
+        cfg: detection settings.
+        progress: show a progress bar over the tiles on stderr.
 
     Returns:
         The slide's cells in (row, col) order and the stain estimate they were found with.
     """
+    import sys
+
+    from tqdm import tqdm
+
     tiles, stain = plan_detection(slide, cfg)
     if not stain.has_foreground:
         return CellTable.empty(), stain
-    return _gather([detect_tile(slide, tile, cfg, stain) for tile in tiles]), stain
+    bar = tqdm(tiles, unit="tile", desc=f"detect {slide.path.name}", disable=not progress,
+               file=sys.stderr)  # fmt: skip
+    return _gather([detect_tile(slide, tile, cfg, stain) for tile in bar]), stain
 
 
 def detect_graph(slide: Slide, cfg: DetectConfig) -> Delayed:

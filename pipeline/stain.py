@@ -139,20 +139,21 @@ def estimate_stain(
     values = flat.astype(np.float32)
     brightness = values.sum(axis=1)
     bright = values[brightness >= np.quantile(brightness, background_quantile)]
-    background = tuple(float(v) for v in np.median(bright, axis=0))
+    med = np.median(bright, axis=0)
+    background = (float(med[0]), float(med[1]), float(med[2]))
     od = optical_density(flat, background)  # (n, 3)
     norm = np.linalg.norm(od, axis=1)
     fg = norm > foreground_min_od
     n_fg = int(fg.sum())
     if n_fg < MIN_FOREGROUND_PX:
-        return StainEstimate(background, (0.0, 0.0, 0.0), 0.0, n_fg / n, n)  # type: ignore[arg-type]
+        return StainEstimate(background, (0.0, 0.0, 0.0), 0.0, n_fg / n, n)
     # Red cells: the foreground at least half as dense as its 90th percentile, so that a faintly
     # coloured plasma (where glass is the brightest part of the sample) is not taken for them.
     dense = norm >= max(foreground_min_od, 0.5 * float(np.quantile(norm[fg], 0.9)))
     direction = np.median(od[dense] / norm[dense, None], axis=0)
     direction /= max(float(np.linalg.norm(direction)), 1e-12)
     return StainEstimate(
-        background,  # type: ignore[arg-type]
+        background,
         (float(direction[0]), float(direction[1]), float(direction[2])),
         float(np.median(norm[dense])),
         n_fg / n,
@@ -198,5 +199,6 @@ def nucleus_contrast(
 def angle_deg(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
     """Angle between two optical-density directions, degrees."""
     va, vb = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    cos = float(va @ vb / max(np.linalg.norm(va) * np.linalg.norm(vb), 1e-12))
+    norms = float(np.linalg.norm(va) * np.linalg.norm(vb))
+    cos = float(va @ vb) / max(norms, 1e-12)
     return math.degrees(math.acos(min(max(cos, -1.0), 1.0)))

@@ -197,9 +197,90 @@ def test_run_slide_without_leukocytes_is_a_complete_empty_store(models, tmp_path
     out = tmp_path / "empty.leukoscreen.zarr"
     status = main(["run", str(path), "--out", str(out), "--config", str(models["x8.toml"])])
     assert status == 0
-    assert "no leukocytes found; wrote a complete store with zero cells" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "no leukocytes found; wrote a complete store with zero cells" in captured.out
+    assert f"warning: {path}: no stained foreground found" in captured.err
     cells = store.open_cells(out)
     assert cells.sr.shape == (0, HR, HR, 3) and len(cells.table["cell_id"]) == 0
+    assert store.read_attrs(out)["detection"]["stain"]["red_cell_density"] == 0.0
+
+
+def test_store_records_the_stain_it_detected_with(reference: Path, svs_slide) -> None:
+    stain = store.read_attrs(reference)["detection"]["stain"]
+    # The brightest part sampled is the glass band (246, 246, 244 drawn, plus noise); the red
+    # cells' optical density is taken against it. Colours from conftest.
+    np.testing.assert_allclose(stain["background_rgb"], [246, 246, 244], atol=2)
+    drawn_red = -np.log(np.array([214, 128, 138]) / np.array([246, 246, 244]))
+    cos = np.dot(stain["red_cell_od"], drawn_red) / np.linalg.norm(drawn_red)
+    assert cos > 0.999 and 0.0 < stain["foreground_fraction"] < 1.0
+
+
+# ----------------------------------------------------------------------------- detect only
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_detect_table_equals_the_store_table(
+    reference: Path, svs_slide, models, tmp_path, capsys, suffix
+) -> None:
+    table = tmp_path / f"cells{suffix}"
+    status = main(["detect", str(svs_slide.path), "--out", str(table),
+                   "--config", str(models["x8.toml"])])  # fmt: skip
+    assert status == 0
+    assert f"{svs_slide.path}: 12 leukocytes -> {table}" in capsys.readouterr().out
+    if suffix == ".csv":
+        import csv
+
+        with table.open() as handle:
+            rows = list(csv.DictReader(handle))
+        got = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+    else:
+        import pyarrow.parquet as pq
+
+        got = {k: np.asarray(v) for k, v in pq.read_table(table).to_pydict().items()}
+    expected = store.read_table(reference)
+    assert list(got) == [
+        "cell_id", "row", "col", "row_um", "col_um", "bbox_row0", "bbox_col0", "bbox_row1",
+        "bbox_col1", "area_um2", "score", "batch",
+    ]  # fmt: skip
+    for name in ("cell_id", "row", "col", "row_um", "col_um", "area_um2", "batch"):
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, err_msg=name)
+    np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-6)
+    bbox = np.stack([got[f"bbox_{k}"] for k in ("row0", "col0", "row1", "col1")], axis=1)
+    np.testing.assert_array_equal(bbox, expected["bbox"])
+
+
+def test_detect_several_slides_into_a_folder(svs_slide, tiff_slide, tmp_path, capsys) -> None:
+    folder = tmp_path / "tables"
+    # Both fixtures are named smear.*: one table name for two slides is refused, before work.
+    assert main(["detect", str(svs_slide.path), str(tiff_slide.path), "--out", str(folder)]) == 2
+    assert "would also hold" in error_line(capsys) and not folder.exists()
+    other = tmp_path / "other.tif"
+    shutil.copy(tiff_slide.path, other)
+    assert main(["detect", str(svs_slide.path), str(other), "--out", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(": 12 leukocytes -> " in line for line in lines)
+    assert sorted(p.name for p in folder.iterdir()) == ["other.cells.csv", "smear.cells.csv"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["{missing}"], "{missing}: no such file"),
+        (["{svs}", "--out", "{tmp}/cells.txt"], "{tmp}/cells.txt: expected a .csv or .parquet"),
+        (["{svs}", "{svs}", "--out", "{tmp}/t.csv"], "{tmp}/t.csv: with several slides, --out is"),
+        (["{png}"], "{png}: no microns-per-pixel"),
+    ],
+)
+def test_detect_bad_input(svs_slide, tmp_path, capsys, args, expected) -> None:
+    png = tmp_path / "field.png"
+    import skimage.io
+
+    skimage.io.imsave(png, svs_slide.rgb[:64, :64], check_contrast=False)
+    names = {"missing": tmp_path / "none.svs", "svs": svs_slide.path, "tmp": tmp_path, "png": png}
+    status = main(["detect", *(a.format(**names) for a in args)])
+    assert status == 2
+    assert error_line(capsys).startswith("leukoscreen: error: " + expected.format(**names))
+    assert not list(tmp_path.glob("*.csv")) and not list(tmp_path.glob(".*tmp*"))
 
 
 def test_run_default_output_is_in_the_current_folder(

@@ -1,0 +1,172 @@
+"""Stain estimation and nucleus contrast: known stains recovered, thresholds follow the slide."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from leukoscreen.pipeline.detect import detect_leukocytes
+from leukoscreen.pipeline.example.mosaic import ColourShift, shift_colours
+from leukoscreen.pipeline.stain import (
+    StainEstimate,
+    angle_deg,
+    estimate_stain,
+    nucleus_contrast,
+    optical_density,
+)
+
+MPP = 0.5
+RED_OD = np.array([0.30, 0.72, 0.62])  # a pinkish red-cell stain (unit after normalising)
+NUCLEUS_OD = np.array([0.62, 0.78, 0.05])  # a purple nucleus
+RED_DENSITY = 0.45
+NUCLEUS_DENSITY = 1.2
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _render(background: tuple[float, float, float], od: np.ndarray) -> np.ndarray:
+    """Beer-Lambert: the RGB of a stain layer of optical density ``od`` on ``background``."""
+    return np.asarray(background) * np.exp(-od)
+
+
+def synthesise_field(
+    background: tuple[float, float, float] = (232.0, 224.0, 206.0),
+    *,
+    nuclei: list[tuple[int, int]] | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """A 200 x 240 px field at 0.5 um/px: tinted plasma, ~180 red cells, optional nuclei.
+
+    Red cells are 7.5 um discs of density ``RED_DENSITY`` along ``RED_OD`` (paler centre);
+    each nucleus is an 8 um disc of density ``NUCLEUS_DENSITY`` along ``NUCLEUS_OD``.
+    """
+    rng = np.random.default_rng(seed)
+    shape = (200, 240)
+    od = np.zeros((*shape, 3))
+    red, nuc = _unit(RED_OD), _unit(NUCLEUS_OD)
+    for _ in range(180):
+        row, col = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        rr, cc = disk((row, col), 7.5, shape=shape)
+        od[rr, cc] = red * RED_DENSITY * rng.uniform(0.9, 1.1)
+        rr, cc = disk((row, col), 3.0, shape=shape)
+        od[rr, cc] = red * RED_DENSITY * 0.6
+    for row, col in nuclei or []:
+        rr, cc = disk((row, col), 11.0, shape=shape)
+        od[rr, cc] = red * 0.15  # a pale cytoplasm
+        rr, cc = disk((row, col), 8.0, shape=shape)
+        od[rr, cc] = nuc * NUCLEUS_DENSITY
+    rgb = _render(background, od) + rng.normal(0, 1.5, (*shape, 3))
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def test_estimate_recovers_background_and_red_cell_stain():
+    background = (232.0, 224.0, 206.0)
+    est = estimate_stain(synthesise_field(background, nuclei=[(60, 60), (140, 170)]))
+    # Bound: the red-cell direction within 3 degrees, the background within 3 grey levels, the
+    # red-cell density within 15 % (the pale centres pull the median down a little).
+    assert angle_deg(est.red_cell_od, tuple(_unit(RED_OD))) < 3.0, est
+    np.testing.assert_allclose(est.background_rgb, background, atol=3.0)
+    assert est.red_cell_density == pytest.approx(RED_DENSITY, rel=0.15)
+    assert 0.3 < est.foreground_fraction < 0.9 and est.has_foreground
+
+
+def test_contrast_is_low_on_red_cells_and_plasma_high_on_nuclei():
+    rgb = synthesise_field(nuclei=[(100, 120)])
+    est = estimate_stain(rgb)
+    contrast = nucleus_contrast(rgb, est, residual_scale=0.5, darkness_scale=1.5)
+    assert contrast.shape == rgb.shape[:2] and contrast.dtype == np.float32
+    assert contrast[100, 120] > 2.0  # the nucleus centre
+    plain = synthesise_field()  # the same red cells, no nucleus
+    assert np.quantile(nucleus_contrast(plain, est, residual_scale=0.5, darkness_scale=1.5),
+                       0.99) < 0.8  # fmt: skip
+
+
+def test_field_with_red_cells_only_has_no_leukocytes():
+    assert len(detect_leukocytes(synthesise_field(), mpp=MPP)) == 0
+
+
+def test_blank_glass_has_no_foreground_and_no_cells():
+    glass = np.full((120, 160, 3), 244, np.uint8)
+    est = estimate_stain(glass)
+    assert not est.has_foreground and est.red_cell_density == 0.0
+    assert len(detect_leukocytes(glass, mpp=MPP)) == 0
+    with pytest.raises(ValueError, match="needs a stain estimate with foreground"):
+        nucleus_contrast(glass, est, residual_scale=0.5, darkness_scale=1.5)
+
+
+@pytest.mark.parametrize(
+    "shift",
+    [
+        ColourShift("tint yellow", tint=(1.0, 0.93, 0.72)),
+        ColourShift("tint blue", tint=(0.75, 0.9, 1.0)),
+        ColourShift("stain -30%", stain=0.7),
+        ColourShift("stain +30%", stain=1.3),
+        ColourShift("brightness -20%", brightness=0.8),
+    ],
+    ids=lambda s: s.name,
+)
+def test_thresholds_follow_the_slide(shift):
+    """The same smear under another lamp, filter, stain strength or exposure: the same cells."""
+    centres = [(60, 60), (140, 170), (50, 190)]
+    rgb = synthesise_field(nuclei=centres)
+    base = detect_leukocytes(rgb, mpp=MPP)
+    assert len(base) == 3
+    shifted = shift_colours(rgb, shift)
+    est = estimate_stain(shifted)
+    found = detect_leukocytes(shifted, mpp=MPP, stain=est)
+    assert len(found) == 3, shift
+    np.testing.assert_allclose(found.row, base.row, atol=1.0)
+    np.testing.assert_allclose(found.col, base.col, atol=1.0)
+    if shift.stain != 1.0:  # the slide's density unit follows the stain strength
+        ratio = est.red_cell_density / estimate_stain(rgb).red_cell_density
+        assert ratio == pytest.approx(shift.stain, rel=0.08)
+    else:  # a filter or the exposure leaves the red-cell direction where it was
+        assert angle_deg(est.red_cell_od, estimate_stain(rgb).red_cell_od) < 2.0
+
+
+def test_a_constant_stain_would_miss_what_the_estimate_finds():
+    """Fixed BCCD-like stain on a blue-lit field misses nuclei that the slide's estimate finds."""
+    rgb = shift_colours(synthesise_field(nuclei=[(60, 60), (140, 170)]), ColourShift(
+        "blue", tint=(0.6, 0.85, 1.0)))  # fmt: skip
+    bccd_like = StainEstimate((206.0, 208.0, 205.0), (0.36, 0.71, 0.6), 0.35, 0.5, 1)
+    assert len(detect_leukocytes(rgb, mpp=MPP, stain=bccd_like)) != 2
+    assert len(detect_leukocytes(rgb, mpp=MPP)) == 2
+
+
+def test_optical_density_against_the_background():
+    od = optical_density(np.array([[[200, 100, 50]]], np.uint8), (200.0, 200.0, 200.0))
+    np.testing.assert_allclose(od[0, 0], [0.0, np.log(2.0), np.log(4.0)], rtol=1e-6)
+    brighter = optical_density(np.array([[[255, 255, 255]]], np.uint8), (200.0, 200.0, 200.0))
+    np.testing.assert_array_equal(brighter, 0.0)  # never negative
+
+
+def test_attrs_round_trip():
+    est = estimate_stain(synthesise_field())
+    again = StainEstimate.from_attrs(est.to_attrs())
+    assert angle_deg(again.red_cell_od, est.red_cell_od) < 0.01
+    assert again.n_pixels == est.n_pixels == 200 * 240
+
+
+def test_sample_is_capped_and_seeded():
+    rgb = synthesise_field()
+    a = estimate_stain(rgb, max_pixels=5000, seed=1)
+    b = estimate_stain(rgb, max_pixels=5000, seed=1)
+    assert a == b and a.n_pixels == 5000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pixels": np.zeros((4, 4), np.uint8)}, r"\(\.\.\., 3\) uint8, got \(4, 4\)"),
+        ({"pixels": np.zeros((4, 3), np.float32)}, r"uint8, got \(4, 3\) float32"),
+        ({"background_quantile": 1.0}, r"background_quantile must be in \(0, 1\), got 1.0"),
+        ({"foreground_min_od": 0.0}, "foreground_min_od must be > 0, got 0.0"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    call = {"pixels": np.zeros((4, 3), np.uint8), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        estimate_stain(**call)
