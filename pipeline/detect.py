@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.filters import apply_hysteresis_threshold
 
 from leukoscreen.pipeline.config import DetectConfig
 from leukoscreen.pipeline.stain import StainEstimate, estimate_stain, nucleus_contrast
@@ -193,7 +192,13 @@ def detect_leukocytes(
     )  # (H, W)
     if smoothing_um > 0:
         density = ndi.gaussian_filter(density, smoothing_um / mpp, truncate=3.0)
-    nuclei = apply_hysteresis_threshold(density, nucleus_threshold, seed_threshold)
+    # Hysteresis: connected regions above the nucleus threshold that hold a seed pixel (the
+    # 4-connected regions of skimage.filters.apply_hysteresis_threshold, computed by a table).
+    regions, n_regions = ndi.label(density > nucleus_threshold)
+    seeded = np.zeros(n_regions + 1, bool)
+    seeded[regions[density > seed_threshold]] = True
+    seeded[0] = False
+    nuclei = seeded[regions]
     if not nuclei.any():
         return CellTable.empty()
 

@@ -186,14 +186,32 @@ def nucleus_contrast(
         raise ValueError(
             f"residual_scale and darkness_scale must be > 0, got {residual_scale}, {darkness_scale}"
         )
-    od = optical_density(rgb, stain.background_rgb)  # (H, W, 3)
-    v_r = np.asarray(stain.red_cell_od, np.float32)
-    along = od @ v_r  # (H, W): density along the red-cell hue
-    off = od - along[..., None] * v_r  # (H, W, 3): the part of another hue
-    unit = 1.0 / stain.red_cell_density
-    residual = np.sqrt((off * off).sum(axis=2)) * (unit / residual_scale)
-    darker = np.maximum(along * unit - 1.0, 0.0) * (1.0 / darkness_scale)
-    return np.sqrt(residual * residual + darker * darker).astype(np.float32)
+    # Per-channel lookup tables over the 256 levels: along = sum_c v_c od_c and
+    # |od|^2 = sum_c od_c^2, so |off-hue part|^2 = |od|^2 - along^2 (Pythagoras), without a
+    # (H, W, 3) float array: six table look-ups per pixel.
+    levels = np.arange(256, dtype=np.uint8)[:, None].repeat(3, axis=1)  # (256, 3)
+    od_lut = optical_density(levels, stain.background_rgb)  # (256, 3)
+    unit = np.float32(1.0 / stain.red_cell_density)
+    along_lut = od_lut * (np.asarray(stain.red_cell_od, np.float32) * unit)  # in red-cell units
+    square_lut = od_lut * od_lut * (unit * unit)
+    along = _look_up(along_lut, rgb)  # (H, W)
+    square = _look_up(square_lut, rgb)
+    square -= along * along  # the off-hue part, squared
+    np.maximum(square, 0.0, out=square)
+    square *= np.float32(1.0 / residual_scale**2)
+    along -= 1.0  # darker than a red cell, along its hue
+    np.maximum(along, 0.0, out=along)
+    along *= np.float32(1.0 / darkness_scale)
+    square += along * along
+    return np.sqrt(square, out=square)
+
+
+def _look_up(lut: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """``sum_c lut[rgb[..., c], c]``: (256, 3) float32 tables, (H, W, 3) uint8 -> (H, W)."""
+    total = np.ascontiguousarray(lut[:, 0])[rgb[..., 0]]
+    for c in (1, 2):
+        total += np.ascontiguousarray(lut[:, c])[rgb[..., c]]
+    return total
 
 
 def angle_deg(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
