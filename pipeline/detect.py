@@ -187,16 +187,16 @@ def detect_leukocytes(
     if not stain.has_foreground:
         return CellTable.empty()
 
-    density = nucleus_contrast(
+    contrast = nucleus_contrast(
         rgb, stain, residual_scale=residual_scale, darkness_scale=darkness_scale
     )  # (H, W)
     if smoothing_um > 0:
-        density = ndi.gaussian_filter(density, smoothing_um / mpp, truncate=3.0)
+        contrast = ndi.gaussian_filter(contrast, smoothing_um / mpp, truncate=3.0)
     # Hysteresis: connected regions above the nucleus threshold that hold a seed pixel (the
     # 4-connected regions of skimage.filters.apply_hysteresis_threshold, computed by a table).
-    regions, n_regions = ndi.label(density > nucleus_threshold)
+    regions, n_regions = ndi.label(contrast > nucleus_threshold)
     seeded = np.zeros(n_regions + 1, bool)
-    seeded[regions[density > seed_threshold]] = True
+    seeded[regions[contrast > seed_threshold]] = True
     seeded[0] = False
     nuclei = seeded[regions]
     if not nuclei.any():
@@ -217,7 +217,7 @@ def detect_leukocytes(
     centre_row = np.bincount(label, pix_row, n_labels) / np.maximum(area_px, 1)
     centre_col = np.bincount(label, pix_col, n_labels) / np.maximum(area_px, 1)
     strength = np.clip(
-        (density.ravel()[flat] - nucleus_threshold)
+        (contrast.ravel()[flat] - nucleus_threshold)
         / (2.0 * (seed_threshold - nucleus_threshold) + 1e-6),
         0.0,
         1.0,

@@ -44,6 +44,7 @@ import tifffile
 
 from leukoscreen.model.errors import DataError
 from leukoscreen.model.imresize import imresize
+from leukoscreen.pipeline.example.mosaic import plasma_colour
 
 BCCD_MPP = 0.065  # um per BCCD pixel: mean WBC box (~185 px) taken as 12 um
 FIELD_SHAPE = (480, 640)  # (height, width) of every BCCD field
@@ -96,16 +97,6 @@ def read_wbc_boxes(bccd: Path, field: str) -> list[tuple[int, int, int, int]]:
         if x1 > x0 and y1 > y0:
             boxes.append((y0, x0, y1 + 1, x1 + 1))
     return boxes
-
-
-def plasma_colour(fields: list[np.ndarray]) -> np.ndarray:
-    """Per-channel median of the brightest quarter of every field's pixels: (3,) uint8."""
-    samples = []
-    for rgb in fields:
-        pixels = rgb.reshape(-1, 3)
-        brightness = pixels.astype(np.int32).sum(axis=1)
-        samples.append(pixels[brightness >= np.percentile(brightness, 75)])
-    return np.median(np.concatenate(samples), axis=0).round().astype(np.uint8)
 
 
 def make_mosaic(
