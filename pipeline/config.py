@@ -52,6 +52,8 @@ class DetectConfig:
         min_area_um2: smallest nucleus area kept, square microns.
         max_area_um2: largest nucleus area kept (bigger blobs are clumps or debris).
         merge_distance_um: nucleus fragments closer than this are one cell (lobes of one nucleus).
+        max_span_um: a merged group wider than this is not one nucleus (two touching cells):
+            its fragments stand alone; 0 keeps every merge.
         nucleus_threshold: nucleus contrast a nucleus pixel exceeds, in the slide's own units
             (see ``leukoscreen.pipeline.stain``).
         seed_threshold: contrast at least one pixel of every nucleus exceeds (hysteresis).
@@ -71,10 +73,11 @@ class DetectConfig:
     min_area_um2: float = 12.0
     max_area_um2: float = 400.0
     merge_distance_um: float = 3.0
+    max_span_um: float = 16.0
     nucleus_threshold: float = 1.0
     seed_threshold: float = 1.4
-    residual_scale: float = 0.5
-    darkness_scale: float = 1.5
+    residual_scale: float = 0.4
+    darkness_scale: float = 2.0
     smoothing_um: float = 0.5
     cell_margin_um: float = 3.0
     foreground_level_mpp: float = 8.0

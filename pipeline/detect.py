@@ -20,7 +20,8 @@ How a leukocyte is found (Romanowsky-type stains: Wright, Giemsa, May-Grünwald,
    nucleus, connected pixels above ``nucleus_threshold`` grow it. The thresholds are in the
    slide's own units, so they follow its stain strength and exposure.
 3. Fragments closer than ``merge_distance_um`` (along rows, columns or diagonals: a square
-   dilation) are one cell (the 2-5 lobes of a neutrophil nucleus, a notched monocyte nucleus).
+   dilation) are one cell (the 2-5 lobes of a neutrophil nucleus, a notched monocyte nucleus),
+   unless the merged group is wider than ``max_span_um`` (two touching cells).
 4. Size limits in square microns (``min_area_um2``, ``max_area_um2``) drop platelets and debris,
    so every threshold follows the pixel size: leukocytes of 7-20 um are all kept.
 
@@ -137,10 +138,11 @@ def detect_leukocytes(
     merge_distance_um: float = 3.0,
     nucleus_threshold: float = 1.0,
     seed_threshold: float = 1.4,
-    residual_scale: float = 0.5,
-    darkness_scale: float = 1.5,
+    residual_scale: float = 0.4,
+    darkness_scale: float = 2.0,
     smoothing_um: float = 0.5,
     cell_margin_um: float = 3.0,
+    max_span_um: float = 16.0,
 ) -> CellTable:
     """Find leukocytes by their stained nuclei.
 
@@ -160,6 +162,8 @@ def detect_leukocytes(
             contrast of 1.
         smoothing_um: sigma of the Gaussian applied to the contrast first, microns.
         cell_margin_um: margin around the nucleus box that makes the whole-cell box, microns.
+        max_span_um: a merged group wider than this (microns, along rows or columns) is taken
+            for two touching cells: its fragments are cells of their own. 0 keeps every merge.
 
     Returns:
         One row per cell in (row, col) order, coordinates in pixels of ``rgb``.
@@ -213,6 +217,10 @@ def detect_leukocytes(
     flat = np.flatnonzero(nuclei)
     label = grown_labels.ravel()[flat] - 1  # (P,) 0-based cell of each nucleus pixel
     pix_row, pix_col = np.divmod(flat, width)
+    if max_span_um > 0:
+        label, n_labels = _split_wide_groups(
+            label, n_labels, pix_row, pix_col, nuclei, flat, max_span_px=max_span_um / mpp
+        )
     area_px = np.bincount(label, minlength=n_labels)
     centre_row = np.bincount(label, pix_row, n_labels) / np.maximum(area_px, 1)
     centre_col = np.bincount(label, pix_col, n_labels) / np.maximum(area_px, 1)
@@ -251,6 +259,34 @@ def detect_leukocytes(
     ).sorted()
 
 
+def _split_wide_groups(
+    label: np.ndarray,
+    n_labels: int,
+    pix_row: np.ndarray,
+    pix_col: np.ndarray,
+    nuclei: np.ndarray,
+    flat: np.ndarray,
+    *,
+    max_span_px: float,
+) -> tuple[np.ndarray, int]:
+    """Undo the merge of groups wider than one nucleus can be: their fragments stand alone."""
+    row0 = np.full(n_labels, np.iinfo(np.int64).max)
+    col0 = np.full(n_labels, np.iinfo(np.int64).max)
+    row1 = np.zeros(n_labels, np.int64)
+    col1 = np.zeros(n_labels, np.int64)
+    np.minimum.at(row0, label, pix_row)
+    np.minimum.at(col0, label, pix_col)
+    np.maximum.at(row1, label, pix_row + 1)
+    np.maximum.at(col1, label, pix_col + 1)
+    wide = np.maximum(row1 - row0, col1 - col0) > max_span_px
+    if not wide.any():
+        return label, n_labels
+    fragments = ndi.label(nuclei, structure=np.ones((3, 3), bool))[0].ravel()[flat]
+    label = np.where(wide[label], n_labels + fragments, label)
+    _, label = np.unique(label, return_inverse=True)
+    return label, int(label.max()) + 1
+
+
 def detect_options(cfg: DetectConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`detect_leukocytes` held by ``cfg`` (all but ``mpp`` and
     ``stain``)."""
@@ -258,6 +294,7 @@ def detect_options(cfg: DetectConfig) -> dict[str, Any]:
         "min_area_um2": cfg.min_area_um2,
         "max_area_um2": cfg.max_area_um2,
         "merge_distance_um": cfg.merge_distance_um,
+        "max_span_um": cfg.max_span_um,
         "nucleus_threshold": cfg.nucleus_threshold,
         "seed_threshold": cfg.seed_threshold,
         "residual_scale": cfg.residual_scale,

@@ -8,9 +8,10 @@ Steps:
 
 1. **Tune** (``--tune``; otherwise the last ``docs/results/detection_tuning.json`` is reused):
    a small grid over ``residual_scale`` x ``darkness_scale`` (the thresholds stay 1.0 / 1.4, so
-   the grid spans the two ways a nucleus differs from red cells) on the *train* parts only, as
-   field slides at x4 and x8, once per tuning set: BCCD only, DeepBioNet only, both. The best
-   mean F1 over the set's sources and scales wins (ties: the point nearest the grid's centre).
+   the grid spans the two ways a nucleus differs from red cells) x ``max_span_um`` (off or on)
+   on the *train* parts only, as field slides at x4 and x8, once per tuning set: BCCD only,
+   DeepBioNet only, both. The best mean F1 over the set's sources and scales wins (ties: the
+   point nearest the code's defaults).
 2. **Test parts, per source and scale**, for each tuned configuration: field slides (every field
    its own slide) and one mosaic slide per source (an ``.svs`` through the tiled pipeline path).
 3. **Colour shifts** of the same test images (background tint, stain +-30 %, brightness +-20 %)
@@ -51,7 +52,11 @@ from leukoscreen.pipeline.example.mosaic import (
 
 FOLDERS = {"bccd": "BCCD", "deepbionet": "DeepBioNet", "draaslan": "draaslan"}
 TUNING_SETS = {"BCCD": ("bccd",), "DeepBioNet": ("deepbionet",), "both": ("bccd", "deepbionet")}
-GRID = {"residual_scale": (0.4, 0.5, 0.6), "darkness_scale": (1.0, 1.5, 2.0)}
+GRID = {
+    "residual_scale": (0.4, 0.5, 0.6),
+    "darkness_scale": (1.0, 1.5, 2.0),
+    "max_span_um": (0.0, 16.0),
+}
 SCALES = (4, 8)
 MPPS = (0.25, 0.35, 0.5, 0.7, 1.0)
 TRAIN_EVERY = 3  # tuning uses every third DeepBioNet train field (about 470): minutes, not hours
@@ -97,6 +102,15 @@ def _score(layout: list[Mosaic], cfg: DetectConfig, *, mosaic: bool, work: Path)
     return score_slide(path, m.boxes, cfg)
 
 
+def _distance(combo: tuple[float, ...]) -> float:
+    """Relative distance of a grid point from the code's default DetectConfig."""
+    default = DetectConfig()
+    return sum(
+        abs(value - getattr(default, name)) / max(GRID[name])
+        for name, value in zip(GRID, combo, strict=True)
+    )
+
+
 def tune(sources: dict[str, Source]) -> dict[str, dict[str, object]]:
     """Grid search per tuning set on the train parts (field slides)."""
     results: dict[str, dict[str, object]] = {}
@@ -112,8 +126,8 @@ def tune(sources: dict[str, Source]) -> dict[str, dict[str, object]]:
                 f1.append(score_fields(layout, cfg).f1)
             rows.append({"options": dict(zip(GRID, combo, strict=True)), "mean_f1": np.mean(f1)})
             print(f"tune {set_name} {rows[-1]}", flush=True)
-        # Ties (the score is flat near the optimum): the grid point nearest the grid's centre.
-        best = max(range(len(rows)), key=lambda i: (rows[i]["mean_f1"], -abs(i - len(rows) // 2)))
+        # Ties (the score is flat near the optimum): the point nearest the code's defaults.
+        best = max(range(len(rows)), key=lambda i: (rows[i]["mean_f1"], -_distance(combos[i])))
         results[set_name] = {"options": rows[best]["options"], "grid": rows}
     return results
 
@@ -203,14 +217,15 @@ def render(results: dict, tuned: dict, command: str, seconds: float) -> str:
         "",
         "## Tuned configurations",
         "",
-        "| tuned on | residual_scale | darkness_scale | mean train F1 |",
-        "|---|---|---|---|",
+        "| tuned on | residual_scale | darkness_scale | max_span_um | mean train F1 |",
+        "|---|---|---|---|---|",
     ]
     for set_name, result in tuned.items():
         opts = result["options"]
         best = max(r["mean_f1"] for r in result["grid"])
         lines.append(
-            f"| {set_name} | {opts['residual_scale']} | {opts['darkness_scale']} | {best:.3f} |"
+            f"| {set_name} | {opts['residual_scale']} | {opts['darkness_scale']} | "
+            f"{opts['max_span_um']} | {best:.3f} |"
         )
     lines += [
         "",
