@@ -64,8 +64,9 @@ class DetectConfig:
         smoothing_um: sigma of the Gaussian smoothing of the density, microns.
         cell_margin_um: margin added around a nucleus box to estimate the whole cell, microns.
         foreground_level_mpp: pixel size of the low pyramid level used to skip empty glass.
-        stain_sample_tiles: tiles sampled (evenly along the plan) to estimate the slide's stain.
-        stain_window_px: side of the window read at the centre of each sampled tile, level-0 px.
+        stain_sample_windows: windows read, spread evenly over the planned tiles, to estimate
+            the slide's stain (one per tile on big slides, a grid per tile on small ones).
+        stain_window_px: side of each of those windows, level-0 px.
     """
 
     tile_size_px: int = 2048
@@ -81,7 +82,7 @@ class DetectConfig:
     smoothing_um: float = 0.5
     cell_margin_um: float = 3.0
     foreground_level_mpp: float = 8.0
-    stain_sample_tiles: int = 16
+    stain_sample_windows: int = 16
     stain_window_px: int = 512
 
 

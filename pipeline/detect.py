@@ -398,30 +398,56 @@ def plan_tiles(
     return tiles
 
 
-def estimate_slide_stain(
-    slide: Slide, tiles: Sequence[Tile], *, sample_tiles: int, window_px: int
-) -> StainEstimate:
-    """Estimate the slide's stain from windows of its planned (non-glass) tiles.
+def stain_windows(
+    tiles: Sequence[Tile], *, sample_windows: int, window_px: int
+) -> list[tuple[int, int, int, int]]:
+    """Where to sample the slide's stain: ``(row, col, height, width)`` windows, level-0 px.
 
-    Up to ``sample_tiles`` tiles are taken evenly spaced along the plan (deterministic), and a
-    window of at most ``window_px`` square is read at the centre of each core, at level 0 (the
-    resolution detection runs at: a lower level would blur red cells into the plasma).
-
-    Returns:
-        The estimate over all sampled pixels (no foreground when ``tiles`` is empty).
+    ``sample_windows`` windows of at most ``window_px`` square, spread evenly over the whole
+    plan: with many tiles, one window at the centre of each of ``sample_windows`` tiles taken
+    evenly along the plan; with fewer tiles than that, a k x k grid of windows inside every
+    tile (k = floor(sqrt(sample_windows / tiles))), so a small slide is sampled all over
+    rather than at its centre alone. Deterministic.
     """
-    if sample_tiles < 1 or window_px < 1:
-        raise ValueError(f"need sample_tiles, window_px >= 1, got {sample_tiles}, {window_px}")
+    if sample_windows < 1 or window_px < 1:
+        raise ValueError(f"need sample_windows, window_px >= 1, got {sample_windows}, {window_px}")
     if not tiles:
-        return estimate_stain(np.zeros((0, 3), np.uint8))
-    picks = np.unique(np.linspace(0, len(tiles) - 1, min(sample_tiles, len(tiles))).round())
+        return []
+    per_side = max(1, math.isqrt(sample_windows // len(tiles)))
+    picks = np.unique(np.linspace(0, len(tiles) - 1, min(sample_windows, len(tiles))).round())
     windows = []
     for i in picks.astype(int):
         r0, c0, r1, c1 = tiles[i].core
         h, w = min(window_px, r1 - r0), min(window_px, c1 - c0)
-        top, left = r0 + (r1 - r0 - h) // 2, c0 + (c1 - c0 - w) // 2
-        windows.append(slide.read_region(top, left, h, w).reshape(-1, 3))
-    return estimate_stain(np.concatenate(windows))
+        for top in _spread(r0, r1 - h, per_side):
+            for left in _spread(c0, c1 - w, per_side):
+                windows.append((top, left, h, w))
+    return sorted(set(windows))
+
+
+def _spread(first: int, last: int, count: int) -> list[int]:
+    """``count`` integer positions from ``first`` to ``last`` evenly; the middle for one."""
+    if count == 1:
+        return [(first + last) // 2]
+    return [int(v) for v in np.linspace(first, last, count).round()]
+
+
+def estimate_slide_stain(
+    slide: Slide, tiles: Sequence[Tile], *, sample_windows: int, window_px: int
+) -> StainEstimate:
+    """Estimate the slide's stain from windows spread over its planned (non-glass) tiles.
+
+    The windows (:func:`stain_windows`) are read at level 0, the resolution detection runs at
+    (a lower level would blur red cells into the plasma).
+
+    Returns:
+        The estimate over all sampled pixels (no foreground when ``tiles`` is empty).
+    """
+    windows = stain_windows(tiles, sample_windows=sample_windows, window_px=window_px)
+    if not windows:
+        return estimate_stain(np.zeros((0, 3), np.uint8))
+    pixels = [slide.read_region(*window).reshape(-1, 3) for window in windows]
+    return estimate_stain(np.concatenate(pixels))
 
 
 def detect_tile(slide: Slide, tile: Tile, cfg: DetectConfig, stain: StainEstimate) -> CellTable:
@@ -458,7 +484,7 @@ def plan_detection(slide: Slide, cfg: DetectConfig) -> tuple[list[Tile], StainEs
         foreground_level_mpp=cfg.foreground_level_mpp,
     )
     stain = estimate_slide_stain(
-        slide, tiles, sample_tiles=cfg.stain_sample_tiles, window_px=cfg.stain_window_px
+        slide, tiles, sample_windows=cfg.stain_sample_windows, window_px=cfg.stain_window_px
     )
     return tiles, stain
 

@@ -16,9 +16,11 @@ from leukoscreen.pipeline.detect import (
     detect_graph,
     detect_leukocytes,
     detect_options,
+    detect_slide,
     detect_tile,
     plan_detection,
     plan_tiles,
+    stain_windows,
 )
 from leukoscreen.pipeline.slide import Slide
 from leukoscreen.pipeline.stain import estimate_stain
@@ -269,3 +271,32 @@ def test_committed_example_slide():
     assert truth["scale"] == 8 and len(truth["wbc_boxes"]) == 71 and len(truth["fields"]) == 72
     assert path.stat().st_size < 3 * 2**20
     assert "MIT License" in (folder / "LICENSE-BCCD.txt").read_text()
+
+
+def test_stain_windows_spread_over_small_and_large_plans():
+    one = [Tile(0, (0, 0, 1370, 1280), (0, 0, 1370, 1280))]
+    windows = stain_windows(one, sample_windows=16, window_px=512)
+    assert len(windows) == 16 and all(w[2:] == (512, 512) for w in windows)
+    assert {w[0] for w in windows} == {0, 286, 572, 858}  # flush with both edges: 858 + 512
+    assert {w[1] for w in windows} == {0, 256, 512, 768}
+    many = [Tile(i, (0, 2048 * i, 2048, 2048 * (i + 1)), (0, 0, 1, 1)) for i in range(40)]
+    windows = stain_windows(many, sample_windows=16, window_px=512)
+    assert len(windows) == 16 and windows[0] == (768, 768, 512, 512)  # tile centres
+    assert windows[-1][1] == 39 * 2048 + 768  # the last tile is sampled too
+    small = [Tile(0, (0, 0, 100, 300), (0, 0, 100, 300))]
+    assert stain_windows(small, sample_windows=1, window_px=512) == [(0, 0, 100, 300)]
+    assert stain_windows([], sample_windows=16, window_px=512) == []
+    with pytest.raises(ValueError, match="need sample_windows, window_px >= 1, got 0, 512"):
+        stain_windows(one, sample_windows=0, window_px=512)
+
+
+def test_detect_slide_equals_the_tiles(svs_slide):
+    with Slide.open(svs_slide.path) as slide:
+        cells, stain = detect_slide(slide, DetectConfig(tile_size_px=700))
+        tiles, same = plan_detection(slide, DetectConfig(tile_size_px=700))
+        by_tile = CellTable.concat(
+            [detect_tile(slide, t, DetectConfig(tile_size_px=700), same) for t in tiles]
+        ).sorted()
+    assert stain == same and len(cells) == 12
+    np.testing.assert_array_equal(cells.row, by_tile.row)
+    _assert_found(cells, [(c.row, c.col) for c in svs_slide.cells], tol_px=1.0)
