@@ -55,12 +55,15 @@ class Sample:
         source: group name used for the split and size groups (``wbc1``, ``wbc2``, folder name).
         rgb: (H, W, 3) uint8.
         labels: (H, W) uint8 parsing labels (0 background, 1 cytoplasm, 2 nucleus) or None.
+        split: the part (``train``/``val``/``test``) fixed by the source itself (a field
+            source's split, by duplicate group), or None to be dealt by :func:`split_ids`.
     """
 
     image_id: str
     source: str
     rgb: NDArray[np.uint8]
     labels: NDArray[np.uint8] | None
+    split: str | None = None
 
 
 def mask_to_labels(mask: NDArray[np.integer], *, path: Path | str = "<mask>") -> NDArray[np.uint8]:
@@ -192,11 +195,16 @@ def split_ids(samples: Sequence[Sample], *, seed: int = 0) -> dict[str, list[str
     """The fixed train/val/test split: per source, a seeded permutation cut 70/15/15.
 
     The permutation depends only on ``seed``, the source name and the sorted ids, so adding a
-    new source never moves the images of another.
+    new source never moves the images of another. A sample whose source fixes its part
+    (``Sample.split``, e.g. leukocytes cropped from a field source split by duplicate group)
+    keeps that part.
     """
     split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     by_source: dict[str, list[str]] = {}
     for sample in samples:
+        if sample.split is not None:
+            split[sample.split].append(sample.image_id)
+            continue
         by_source.setdefault(sample.source, []).append(sample.image_id)
     for source, ids in sorted(by_source.items()):
         ids = sorted(ids)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leukoscreen.model.data import Sample
 from leukoscreen.model.errors import DataError
 
 SOURCES = ("bccd", "deepbionet", "draaslan")
@@ -292,3 +293,34 @@ def split_fields(
         dealt = _deal(list(members), seed=seed, source=source)
         ids = {part: [m for key in keys for m in members[key]] for part, keys in dealt.items()}
     return {part: [by_id[i] for i in sorted(chosen)] for part, chosen in ids.items()}
+
+
+def crop_leukocytes(
+    source: str, root: Path | str, *, side_px: int = 224, seed: int = 0
+) -> list[Sample]:
+    """Every boxed leukocyte of a field source as an HR training image (no mask).
+
+    Each crop is ``side_px`` square at the field's full resolution, centred on the box and
+    shifted inside the field where the box is near an edge (smaller only when the field is), and
+    keeps its field's part of the fixed split (:func:`split_fields`), so a crop from a test field
+    never reaches training.
+
+    Returns:
+        Samples ``<field_id>-<k>`` with ``labels=None`` and ``split`` set, field-id order.
+    """
+    fields = read_fields(source, root)
+    parts = split_fields(fields, root=root, seed=seed)
+    samples = []
+    for part, members in parts.items():
+        for f in members:
+            if not len(f.boxes):
+                continue
+            rgb = f.read_rgb()
+            height, width = rgb.shape[:2]
+            for k, (r0, c0, r1, c1) in enumerate(f.boxes):
+                h, w = min(side_px, height), min(side_px, width)
+                top = int(np.clip(round((r0 + r1 - h) / 2), 0, height - h))
+                left = int(np.clip(round((c0 + c1 - w) / 2), 0, width - w))
+                crop = np.ascontiguousarray(rgb[top : top + h, left : left + w])
+                samples.append(Sample(f"{f.field_id}-{k}", source, crop, None, part))
+    return sorted(samples, key=lambda s: s.image_id)

@@ -17,7 +17,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ from leukoscreen.model.data import (
     split_ids,
 )
 from leukoscreen.model.errors import CheckpointError, DataError, UsageError
+from leukoscreen.model.fields import SOURCES as FIELD_SOURCES
+from leukoscreen.model.fields import crop_leukocytes
 from leukoscreen.model.metrics import parsing_scores, psnr
 from leukoscreen.model.networks import build_network
 
@@ -112,14 +114,47 @@ def prior_loss_per_image(
 
 
 def read_samples(data: Path) -> list[Sample]:
-    """segmentation_WBC (a folder with ``Dataset 1``), LabelMe JSONs, or a plain image folder."""
+    """segmentation_WBC (a folder with ``Dataset 1``), a field source (BCCD, DeepBioNet or
+    draaslan: its boxed leukocytes cropped, no masks, in their fixed split), LabelMe JSONs, or a
+    plain image folder."""
     data = Path(data)
     if (data / "Dataset 1").is_dir() or (data / "Dataset 2").is_dir():
         return read_segmentation_wbc(data)
+    field_layout = (data / "Annotations").is_dir() or (data / "annotations.csv").is_file()
+    if field_layout:
+        source = data.name.lower()
+        if source not in FIELD_SOURCES:
+            raise DataError(
+                f"{data}: a boxed field set must be one of {', '.join(FIELD_SOURCES)} (by its "
+                f"folder name), found {data.name!r}"
+            )
+        return crop_leukocytes(source, data)
     jsons = sorted(data.glob("*.json")) if data.is_dir() else []
     if jsons:
         return [read_labelme(p) for p in jsons]
     return read_image_folder(data)
+
+
+def read_sources(data: Path | Sequence[Path]) -> list[Sample]:
+    """The samples of one or several sources (:func:`read_samples` each), ids unique.
+
+    Raises:
+        DataError: a source is unreadable, or two sources share image ids (the same folder
+            twice).
+    """
+    folders = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
+    samples: list[Sample] = []
+    seen: dict[str, Path] = {}
+    for folder in folders:
+        for sample in read_samples(folder):
+            if sample.image_id in seen:
+                raise DataError(
+                    f"{folder}: image {sample.image_id} also comes from {seen[sample.image_id]}; "
+                    "expected each source once"
+                )
+            seen[sample.image_id] = folder
+            samples.append(sample)
+    return samples
 
 
 def split_samples(samples: list[Sample], seed: int) -> dict[str, list[Sample]]:
@@ -192,7 +227,7 @@ def _batches(dataset: SRDataset, cfg: TrainConfig, epoch: int) -> Iterator[list[
 def train(
     cfg: TrainConfig,
     *,
-    data: Path,
+    data: Path | Sequence[Path],
     run_dir: Path,
     resume: bool = False,
     arch_kwargs: dict[str, Any] | None = None,
@@ -204,7 +239,8 @@ def train(
 
     Args:
         cfg: the training config (saved into every checkpoint).
-        data: segmentation_WBC root, a LabelMe folder, or a folder of images with masks.
+        data: one source or several, mixed (:func:`read_samples` for what a source may be);
+            images without masks train the SR loss only (the prior loss skips them).
         run_dir: holds ``last.pt`` (full state, every epoch) and ``best.pt`` (weights with the
             best validation PSNR).
         resume: continue from ``run_dir/last.pt``; the config must match (``epochs`` may grow).
@@ -231,13 +267,14 @@ def train(
     if dev.type == "cuda":  # CUDA runs are not bit-exact anyway; let cuDNN pick fast kernels
         torch.backends.cudnn.benchmark = True
 
-    parts = split_samples(read_samples(data), cfg.seed)
+    parts = split_samples(read_sources(data), cfg.seed)
+    where = data if isinstance(data, (str, Path)) else ", ".join(map(str, data))
     if not parts["train"] or not parts["val"]:
         raise DataError(
-            f"{data}: too few images for a train/val split ({sum(map(len, parts.values()))})"
+            f"{where}: too few images for a train/val split ({sum(map(len, parts.values()))})"
         )
     if cfg.arch == "gp" and not any(s.labels is not None for s in parts["train"]):
-        raise DataError(f"{data}: arch 'gp' needs parsing masks; none found")
+        raise DataError(f"{where}: arch 'gp' needs parsing masks; none found")
     train_set = SRDataset(parts["train"], scale=cfg.scale, hr_size_px=cfg.hr_size_px)
     val_set = SRDataset(parts["val"], scale=cfg.scale, hr_size_px=cfg.hr_size_px)
 

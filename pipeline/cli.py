@@ -186,15 +186,20 @@ def train_cmd(
         ),
     ] = None,
     data: Annotated[
-        Path,
+        list[Path] | None,
         typer.Option(
             help=(
-                "segmentation_WBC root (with 'Dataset 1' and 'Dataset 2'), a folder of LabelMe "
-                "JSON files, or a folder of HR images with optional <stem>.png / <stem>_mask.png "
-                "masks (255 nucleus, 128 cytoplasm, 0 background)."
+                "A training source; repeat to mix several. segmentation_WBC root (with "
+                "'Dataset 1' and 'Dataset 2'), a field set with leukocyte boxes (a folder named "
+                "BCCD, DeepBioNet or draaslan: each boxed cell cropped at full resolution, no "
+                "masks, in the source's fixed split), a folder of LabelMe JSON files, or a "
+                "folder of HR images with optional <stem>.png / <stem>_mask.png masks (255 "
+                "nucleus, 128 cytoplasm, 0 background). Images without masks train the SR loss "
+                "only. [default: ../shared/data/segmentation_WBC]"
             ),
+            show_default=False,
         ),
-    ] = DEFAULT_TRAIN_DATA,
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -254,7 +259,7 @@ def train_cmd(
     run_dir = out if out is not None else Path("runs") / f"{cfg.arch}_x{cfg.scale}"
     result = train(
         cfg,
-        data=data,
+        data=data or [DEFAULT_TRAIN_DATA],
         run_dir=run_dir,
         resume=resume,
         device=device,

@@ -219,8 +219,9 @@ def detect_leukocytes(
     pix_row, pix_col = np.divmod(flat, width)
     if max_span_um > 0:
         label, n_labels = _split_wide_groups(
-            label, n_labels, pix_row, pix_col, nuclei, flat, max_span_px=max_span_um / mpp
-        )
+            label, n_labels, pix_row, pix_col, nuclei, flat,
+            max_span_px=max_span_um / mpp, max_area_px=max_area_um2 / (mpp * mpp),
+        )  # fmt: skip
     area_px = np.bincount(label, minlength=n_labels)
     centre_row = np.bincount(label, pix_row, n_labels) / np.maximum(area_px, 1)
     centre_col = np.bincount(label, pix_col, n_labels) / np.maximum(area_px, 1)
@@ -268,8 +269,14 @@ def _split_wide_groups(
     flat: np.ndarray,
     *,
     max_span_px: float,
+    max_area_px: float,
 ) -> tuple[np.ndarray, int]:
-    """Undo the merge of groups wider than one nucleus can be: their fragments stand alone."""
+    """Undo the merge of groups wider than one nucleus can be: their fragments stand alone.
+
+    Only groups small enough to be kept (at most ``max_area_px``) are split: two touching cells.
+    A bigger group is a clump, or red cells taken for nuclei, and is dropped whole by the area
+    limit as before.
+    """
     row0 = np.full(n_labels, np.iinfo(np.int64).max)
     col0 = np.full(n_labels, np.iinfo(np.int64).max)
     row1 = np.zeros(n_labels, np.int64)
@@ -278,7 +285,8 @@ def _split_wide_groups(
     np.minimum.at(col0, label, pix_col)
     np.maximum.at(row1, label, pix_row + 1)
     np.maximum.at(col1, label, pix_col + 1)
-    wide = np.maximum(row1 - row0, col1 - col0) > max_span_px
+    area = np.bincount(label, minlength=n_labels)
+    wide = (np.maximum(row1 - row0, col1 - col0) > max_span_px) & (area <= max_area_px)
     if not wide.any():
         return label, n_labels
     fragments = ndi.label(nuclei, structure=np.ones((3, 3), bool))[0].ravel()[flat]

@@ -5,6 +5,7 @@ Also ``upscale_files``, the function behind ``leukoscreen upscale``.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -347,3 +348,18 @@ def test_train_gp_uses_the_shipped_design(
     best = load_weights(run / "best.pt")
     assert best.model.input_kind == "upsampled_ycbcr"
     assert best.model.prior.down[0][0].in_channels == 3
+
+
+def test_train_mixes_repeated_data_sources(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, cells: Path, train_toml: Path
+) -> None:
+    other = tmp_path / "more"
+    shutil.copytree(cells, other)  # another folder source: other ids, masks too
+    args = ["train", "--arch", "srcnn", "--scale", "4", "--data", str(cells), "--data", str(other)]
+    args += ["--epochs", "1", "--out", str(tmp_path / "run"), "--device", "cpu"]
+    assert main([*args, "--config", str(train_toml)]) == 0
+    assert "srcnn x4: 1/1 epochs" in capsys.readouterr().out
+    # the same source twice is one line naming it, exit 2
+    twice = ["train", "--data", str(cells), "--data", str(cells), "--out", str(tmp_path / "r2")]
+    assert main([*twice, "--device", "cpu", "--config", str(train_toml)]) == 2
+    assert "also comes from" in _one_line_error(capsys)

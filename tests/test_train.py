@@ -332,3 +332,75 @@ def test_gp_variants_train_and_resume(cells: Path, tmp_path: Path, variant: dict
     for key, value in variant.items():
         expected = "upsampled_ycbcr" if value == "ycbcr" else "upsampled"
         assert loaded.model.input_kind == expected, key
+
+
+# ---------------------------------------------------------------------------------------------
+# several sources, with and without masks
+
+
+def _bccd_like(folder: Path, n_fields: int = 10) -> Path:
+    """A BCCD-layout field set: 96 x 96 fields with one boxed dark cell each, VOC split lists."""
+    import numpy as np
+    import skimage.io
+
+    (folder / "JPEGImages").mkdir(parents=True)
+    (folder / "Annotations").mkdir()
+    (folder / "ImageSets" / "Main").mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    rows, cols = np.mgrid[0:96, 0:96]
+    names = [f"BloodImage_{i:05d}" for i in range(n_fields)]
+    for name in names:
+        r, c = rng.uniform(30, 66, 2)
+        inside = np.hypot(rows - r, cols - c) < 12
+        rgb = np.where(inside[..., None], 70, 215) + rng.normal(0, 8, (96, 96, 3))
+        skimage.io.imsave(folder / "JPEGImages" / f"{name}.jpg", np.clip(rgb, 0, 255).astype(
+            np.uint8))  # fmt: skip
+        box = f"<xmin>{int(c) - 14}</xmin><ymin>{int(r) - 14}</ymin><xmax>{int(c) + 14}</xmax>"
+        box += f"<ymax>{int(r) + 14}</ymax>"
+        (folder / "Annotations" / f"{name}.xml").write_text(
+            f"<annotation><object><name>WBC</name><bndbox>{box}</bndbox></object></annotation>"
+        )
+    lists = {"train": names[:6], "val": names[6:8], "test": names[8:]}
+    for part, members in lists.items():
+        (folder / "ImageSets" / "Main" / f"{part}.txt").write_text("\n".join(members) + "\n")
+    return folder
+
+
+def test_field_source_crops_keep_the_source_split(tmp_path: Path, cells: Path) -> None:
+    from leukoscreen.model.train import read_sources, split_samples
+
+    bccd = _bccd_like(tmp_path / "BCCD")
+    samples = read_sources([cells, bccd])
+    crops = [s for s in samples if s.source == "bccd"]
+    assert len(crops) == 10 and all(s.labels is None for s in crops)
+    assert all(s.rgb.shape == (96, 96, 3) for s in crops)  # the whole small field
+    parts = split_samples(samples, seed=0)
+    test_ids = {s.image_id for s in parts["test"] if s.source == "bccd"}
+    assert test_ids == {"bccd-BloodImage_00008-0", "bccd-BloodImage_00009-0"}
+    assert sum(s.source == "bccd" for s in parts["train"]) == 6
+    with pytest.raises(DataError, match="also comes from"):
+        read_sources([bccd, bccd])
+
+
+def test_mixed_sources_train_the_prior_on_masked_images_only(tmp_path: Path, cells: Path) -> None:
+    bccd = _bccd_like(tmp_path / "BCCD")
+    cfg = replace(CFG, epochs=1, hr_size_px=32)
+    mixed = train(cfg, data=[cells, bccd], run_dir=tmp_path / "mixed", arch_kwargs=TINY_GP,
+                  device="cpu", progress=False)  # fmt: skip
+    alone = train(cfg, data=[cells], run_dir=tmp_path / "alone", arch_kwargs=TINY_GP,
+                  device="cpu", progress=False)  # fmt: skip
+    assert mixed.epochs_done == alone.epochs_done == 1
+    assert math.isfinite(mixed.history[0]["train_loss"])
+    assert mixed.history[0]["train_loss"] != alone.history[0]["train_loss"]  # more data seen
+    # a mask-less source alone cannot train the prior, whatever the number of images
+    with pytest.raises(DataError, match="arch 'gp' needs parsing masks; none found"):
+        train(cfg, data=[bccd], run_dir=tmp_path / "none", arch_kwargs=TINY_GP, device="cpu",
+              progress=False)  # fmt: skip
+
+
+def test_field_set_with_an_unknown_name_is_refused(tmp_path: Path) -> None:
+    from leukoscreen.model.train import read_samples
+
+    other = _bccd_like(tmp_path / "MyLab")
+    with pytest.raises(DataError, match=r"MyLab: a boxed field set must be one of bccd"):
+        read_samples(other)

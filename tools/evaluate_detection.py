@@ -9,9 +9,9 @@ Steps:
 1. **Tune** (``--tune``; otherwise the last ``docs/results/detection_tuning.json`` is reused):
    a small grid over ``residual_scale`` x ``darkness_scale`` (the thresholds stay 1.0 / 1.4, so
    the grid spans the two ways a nucleus differs from red cells) x ``max_span_um`` (off or on)
-   on the *train* parts only, as field slides at x4 and x8, once per tuning set: BCCD only,
-   DeepBioNet only, both. The best mean F1 over the set's sources and scales wins (ties: the
-   point nearest the code's defaults).
+   on the *train* parts only, as field slides and as one mosaic slide, at x4 and x8, once per
+   tuning set: BCCD only, DeepBioNet only, both. The best mean F1 over the set's sources,
+   scales and layouts wins (ties: the point nearest the code's defaults).
 2. **Test parts, per source and scale**, for each tuned configuration: field slides (every field
    its own slide) and one mosaic slide per source (an ``.svs`` through the tiled pipeline path).
 3. **Colour shifts** of the same test images (background tint, stain +-30 %, brightness +-20 %)
@@ -97,8 +97,9 @@ def _score(layout: list[Mosaic], cfg: DetectConfig, *, mosaic: bool, work: Path)
     if not mosaic:
         return score_fields(layout, cfg)
     (m,) = layout
-    path = work / "mosaic.svs"
-    write_svs(path, m.rgb, m.mpp)
+    path = work / f"mosaic-{id(m):x}.svs"  # one file per mosaic, written once
+    if not path.is_file():
+        write_svs(path, m.rgb, m.mpp)
     return score_slide(path, m.boxes, cfg)
 
 
@@ -111,8 +112,8 @@ def _distance(combo: tuple[float, ...]) -> float:
     )
 
 
-def tune(sources: dict[str, Source]) -> dict[str, dict[str, object]]:
-    """Grid search per tuning set on the train parts (field slides)."""
+def tune(sources: dict[str, Source], work: Path) -> dict[str, dict[str, object]]:
+    """Grid search per tuning set on the train parts, both layouts, x4 and x8."""
     results: dict[str, dict[str, object]] = {}
     combos = list(itertools.product(*GRID.values()))
     for set_name, names in TUNING_SETS.items():
@@ -120,10 +121,10 @@ def tune(sources: dict[str, Source]) -> dict[str, dict[str, object]]:
         for combo in combos:
             cfg = DetectConfig(**dict(zip(GRID, combo, strict=True)))  # type: ignore[arg-type]
             f1 = []
-            for name, scale in itertools.product(names, SCALES):
+            for name, scale, mosaic in itertools.product(names, SCALES, (False, True)):
                 src = sources[name]
-                layout = src.layout("train", src.mpp * scale, mosaic=False)
-                f1.append(score_fields(layout, cfg).f1)
+                layout = src.layout("train", src.mpp * scale, mosaic=mosaic)
+                f1.append(_score(layout, cfg, mosaic=mosaic, work=work).f1)
             rows.append({"options": dict(zip(GRID, combo, strict=True)), "mean_f1": np.mean(f1)})
             print(f"tune {set_name} {rows[-1]}", flush=True)
         # Ties (the score is flat near the optimum): the point nearest the code's defaults.
@@ -327,13 +328,13 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     sources = {name: Source(name, args.data / folder) for name, folder in FOLDERS.items()}
     tuning_path = args.results / "detection_tuning.json"
-    if args.tune or not tuning_path.is_file():
-        tuned = tune(sources)
-        args.results.mkdir(parents=True, exist_ok=True)
-        tuning_path.write_text(json.dumps(tuned, indent=1) + "\n")
-    else:
-        tuned = json.loads(tuning_path.read_text())
     with tempfile.TemporaryDirectory() as tmp:
+        if args.tune or not tuning_path.is_file():
+            tuned = tune(sources, Path(tmp))
+            args.results.mkdir(parents=True, exist_ok=True)
+            tuning_path.write_text(json.dumps(tuned, indent=1) + "\n")
+        else:
+            tuned = json.loads(tuning_path.read_text())
         results = evaluate(sources, tuned, Path(tmp))
     (args.results / "detection.json").write_text(json.dumps(results, indent=1) + "\n")
     command = "python tools/evaluate_detection.py " + shlex.join(
