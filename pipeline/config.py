@@ -83,7 +83,7 @@ class DetectConfig:
     cell_margin_um: float = 3.0
     foreground_level_mpp: float = 8.0
     stain_sample_windows: int = 16
-    stain_window_px: int = 512
+    stain_window_px: int = 256
 
 
 @dataclass(frozen=True)

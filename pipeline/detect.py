@@ -219,7 +219,7 @@ def detect_leukocytes(
     pix_row, pix_col = np.divmod(flat, width)
     if max_span_um > 0:
         label, n_labels = _split_wide_groups(
-            label, n_labels, pix_row, pix_col, nuclei, flat,
+            label, n_labels, pix_row, pix_col, regions.ravel()[flat],
             max_span_px=max_span_um / mpp, max_area_px=max_area_um2 / (mpp * mpp),
         )  # fmt: skip
     area_px = np.bincount(label, minlength=n_labels)
@@ -265,8 +265,7 @@ def _split_wide_groups(
     n_labels: int,
     pix_row: np.ndarray,
     pix_col: np.ndarray,
-    nuclei: np.ndarray,
-    flat: np.ndarray,
+    fragment: np.ndarray,
     *,
     max_span_px: float,
     max_area_px: float,
@@ -289,10 +288,12 @@ def _split_wide_groups(
     wide = (np.maximum(row1 - row0, col1 - col0) > max_span_px) & (area <= max_area_px)
     if not wide.any():
         return label, n_labels
-    fragments = ndi.label(nuclei, structure=np.ones((3, 3), bool))[0].ravel()[flat]
-    label = np.where(wide[label], n_labels + fragments, label)
-    _, label = np.unique(label, return_inverse=True)
-    return label, int(label.max()) + 1
+    # The fragments are the hysteresis regions (numbered from 1) of the nucleus pixels.
+    label = np.where(wide[label], n_labels + fragment, label)
+    used = np.zeros(int(label.max()) + 1, bool)
+    used[label] = True
+    compact = np.cumsum(used) - 1  # consecutive ids for the labels in use, no sort
+    return compact[label], int(used.sum())
 
 
 def detect_options(cfg: DetectConfig) -> dict[str, Any]:

@@ -130,8 +130,8 @@ def estimate_stain(
     if not foreground_min_od > 0:
         raise ValueError(f"foreground_min_od must be > 0, got {foreground_min_od!r}")
     flat = pixels.reshape(-1, 3)
-    if len(flat) > max_pixels:
-        flat = flat[np.random.default_rng(seed).choice(len(flat), max_pixels, replace=False)]
+    if len(flat) > max_pixels:  # a seeded draw (with replacement: cheap on millions of pixels)
+        flat = flat[np.random.default_rng(seed).integers(0, len(flat), max_pixels)]
     n = len(flat)
     none = StainEstimate((255.0, 255.0, 255.0), (0.0, 0.0, 0.0), 0.0, 0.0, n)
     if n == 0:
@@ -207,10 +207,16 @@ def nucleus_contrast(
 
 
 def _look_up(lut: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """``sum_c lut[rgb[..., c], c]``: (256, 3) float32 tables, (H, W, 3) uint8 -> (H, W)."""
-    total = np.ascontiguousarray(lut[:, 0])[rgb[..., 0]]
-    for c in (1, 2):
-        total += np.ascontiguousarray(lut[:, c])[rgb[..., c]]
+    """``sum_c lut[rgb[..., c], c]``: (256, 3) float32 tables, (H, W, 3) uint8 -> (H, W).
+
+    Red and green go through one 65,536-entry table (256 KiB, cache-resident) indexed by
+    ``256 r + g``: two gathers per pixel instead of three.
+    """
+    red_green = (lut[:, 0][:, None] + lut[:, 1][None, :]).ravel()  # (65536,)
+    index = rgb[..., 0].astype(np.uint16) << 8
+    index |= rgb[..., 1]
+    total = red_green[index]
+    total += np.ascontiguousarray(lut[:, 2])[rgb[..., 2]]
     return total
 
 
