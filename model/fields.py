@@ -82,7 +82,7 @@ class Field:
         return np.ascontiguousarray(pixels[:, :, :3])
 
 
-def _voc_wbc_boxes(path: Path) -> np.ndarray:
+def voc_wbc_boxes(path: Path) -> np.ndarray:
     """WBC boxes of a Pascal-VOC file, end exclusive, zero-area boxes dropped."""
     try:
         root = ET.parse(path).getroot()
@@ -110,7 +110,7 @@ def _read_voc(root: Path, source: str, *, skip: frozenset[str] = frozenset()) ->
         image = images / f"{xml.stem}.jpg"
         if xml.stem in skip or not image.is_file():
             continue
-        fields.append(Field(f"{source}-{xml.stem}", source, image, _voc_wbc_boxes(xml)))
+        fields.append(Field(f"{source}-{xml.stem}", source, image, voc_wbc_boxes(xml)))
     if not fields:
         raise DataError(f"{root}: expected annotated fields, found none")
     return fields

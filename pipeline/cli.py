@@ -41,6 +41,15 @@ ConfigOption = Annotated[
 ]
 
 
+MppOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Microns per level-0 pixel, overriding the slide metadata (needed for PNG/JPEG).",
+    ),
+]
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"leukoscreen {__version__}")
@@ -88,13 +97,7 @@ def run_cmd(
             "Default: <slide stem>.leukoscreen.zarr in the current folder."
         ),
     ] = None,
-    mpp: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            help="Microns per level-0 pixel, overriding the slide metadata (needed for PNG/JPEG).",
-        ),
-    ] = None,
+    mpp: MppOption = None,
     batch_size: Annotated[
         int | None,
         typer.Option(min=1, help="Cells per SR task and per Zarr chunk (inference.batch_size)."),
@@ -146,13 +149,7 @@ def detect_cmd(
             "current folder."
         ),
     ] = None,
-    mpp: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            help="Microns per level-0 pixel, overriding the slide metadata (needed for PNG/JPEG).",
-        ),
-    ] = None,
+    mpp: MppOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Detect leukocytes only (no super-resolution), in seconds: write each slide's cell table

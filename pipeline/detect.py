@@ -232,14 +232,7 @@ def detect_leukocytes(
         1.0,
     )
     score = np.bincount(label, strength, n_labels) / np.maximum(area_px, 1)
-    row0 = np.full(n_labels, height, np.int64)
-    col0 = np.full(n_labels, width, np.int64)
-    row1 = np.zeros(n_labels, np.int64)
-    col1 = np.zeros(n_labels, np.int64)
-    np.minimum.at(row0, label, pix_row)
-    np.minimum.at(col0, label, pix_col)
-    np.maximum.at(row1, label, pix_row + 1)
-    np.maximum.at(col1, label, pix_col + 1)
+    row0, col0, row1, col1 = _group_boxes(label, n_labels, pix_row, pix_col)
 
     area_um2 = area_px * (mpp * mpp)
     keep = (area_px > 0) & (area_um2 >= min_area_um2) & (area_um2 <= max_area_um2)
@@ -260,6 +253,21 @@ def detect_leukocytes(
     ).sorted()
 
 
+def _group_boxes(
+    label: np.ndarray, n_labels: int, pix_row: np.ndarray, pix_col: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per group, the ``row0, col0, row1, col1`` (end exclusive) of its pixels; int64 each."""
+    row0 = np.full(n_labels, np.iinfo(np.int64).max)
+    col0 = np.full(n_labels, np.iinfo(np.int64).max)
+    row1 = np.zeros(n_labels, np.int64)
+    col1 = np.zeros(n_labels, np.int64)
+    np.minimum.at(row0, label, pix_row)
+    np.minimum.at(col0, label, pix_col)
+    np.maximum.at(row1, label, pix_row + 1)
+    np.maximum.at(col1, label, pix_col + 1)
+    return row0, col0, row1, col1
+
+
 def _split_wide_groups(
     label: np.ndarray,
     n_labels: int,
@@ -276,14 +284,7 @@ def _split_wide_groups(
     A bigger group is a clump, or red cells taken for nuclei, and is dropped whole by the area
     limit as before.
     """
-    row0 = np.full(n_labels, np.iinfo(np.int64).max)
-    col0 = np.full(n_labels, np.iinfo(np.int64).max)
-    row1 = np.zeros(n_labels, np.int64)
-    col1 = np.zeros(n_labels, np.int64)
-    np.minimum.at(row0, label, pix_row)
-    np.minimum.at(col0, label, pix_col)
-    np.maximum.at(row1, label, pix_row + 1)
-    np.maximum.at(col1, label, pix_col + 1)
+    row0, col0, row1, col1 = _group_boxes(label, n_labels, pix_row, pix_col)
     area = np.bincount(label, minlength=n_labels)
     wide = (np.maximum(row1 - row0, col1 - col0) > max_span_px) & (area <= max_area_px)
     if not wide.any():

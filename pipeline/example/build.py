@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,6 +42,7 @@ import numpy as np
 import tifffile
 
 from leukoscreen.model.errors import DataError
+from leukoscreen.model.fields import voc_wbc_boxes
 from leukoscreen.model.imresize import imresize
 from leukoscreen.pipeline.example.mosaic import plasma_colour
 
@@ -79,24 +79,10 @@ def read_split(bccd: Path, split: str) -> list[str]:
 
 
 def read_wbc_boxes(bccd: Path, field: str) -> list[tuple[int, int, int, int]]:
-    """WBC boxes of one field: (row0, col0, row1, col1) field px, end exclusive, zero-area dropped.
-
-    VOC ``xmin..xmax`` are inclusive pixel indices, hence the ``+ 1``.
-    """
-    root = ET.parse(bccd / "Annotations" / f"{field}.xml").getroot()
-    boxes = []
-    for obj in root.iter("object"):
-        if obj.findtext("name", "").strip() != "WBC":
-            continue
-        box = obj.find("bndbox")
-        if box is None:
-            continue
-        x0, y0, x1, y1 = (
-            int(float(box.findtext(k, "0"))) for k in ("xmin", "ymin", "xmax", "ymax")
-        )
-        if x1 > x0 and y1 > y0:
-            boxes.append((y0, x0, y1 + 1, x1 + 1))
-    return boxes
+    """WBC boxes of one field: (row0, col0, row1, col1) field px, end exclusive, zero-area dropped
+    (the reader of :mod:`leukoscreen.model.fields`)."""
+    boxes = voc_wbc_boxes(bccd / "Annotations" / f"{field}.xml")
+    return [(int(r0), int(c0), int(r1), int(c1)) for r0, c0, r1, c1 in boxes]
 
 
 def make_mosaic(
