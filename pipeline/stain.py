@@ -188,7 +188,7 @@ def nucleus_contrast(
         )
     # Per-channel lookup tables over the 256 levels: along = sum_c v_c od_c and
     # |od|^2 = sum_c od_c^2, so |off-hue part|^2 = |od|^2 - along^2 (Pythagoras), without a
-    # (H, W, 3) float array: six table look-ups per pixel.
+    # (H, W, 3) float array: four table look-ups per pixel (see _look_up).
     levels = np.arange(256, dtype=np.uint8)[:, None].repeat(3, axis=1)  # (256, 3)
     od_lut = optical_density(levels, stain.background_rgb)  # (256, 3)
     unit = np.float32(1.0 / stain.red_cell_density)
