@@ -565,6 +565,22 @@ def run_slide(
             return _run_on(own_client, slide, config, spec, out, progress=progress, log=log)
 
 
+def check_distinct_outputs(slides: Sequence[Path], outs: Sequence[Path], *, kind: str) -> None:
+    """Refuse two slides whose outputs (stores, tables) would be one path.
+
+    Raises:
+        UsageError: naming the second slide, the shared path and the first slide.
+    """
+    first: dict[Path, Path] = {}
+    for slide_path, out_path in zip(slides, outs, strict=True):
+        if out_path in first:
+            raise UsageError(
+                f"{slide_path}: its {kind} {out_path} would also hold {first[out_path]}; "
+                "expected slides with different file names"
+            )
+        first[out_path] = Path(slide_path)
+
+
 def run_slides(
     paths: Sequence[Path],
     config: Config,
@@ -596,14 +612,7 @@ def run_slides(
         outs = [Path(out) if out is not None else default_output(paths[0])]
     else:
         outs = [default_output(p, out) for p in paths]
-        first: dict[Path, Path] = {}
-        for slide_path, store_path in zip(paths, outs, strict=True):
-            if store_path in first:
-                raise UsageError(
-                    f"{slide_path}: its store {store_path} would also hold {first[store_path]}; "
-                    "expected slides with different file names"
-                )
-            first[store_path] = Path(slide_path)
+        check_distinct_outputs(paths, outs, kind="store")
     for slide_path, store_path in zip(paths, outs, strict=True):  # fail fast, before any work
         open_slide(Path(slide_path), config).close()
         zstore.check_output_location(

@@ -22,7 +22,7 @@ import numpy as np
 from leukoscreen.model.errors import OutputError, UsageError
 from leukoscreen.pipeline.config import Config
 from leukoscreen.pipeline.detect import detect_slide
-from leukoscreen.pipeline.run import table_columns
+from leukoscreen.pipeline.run import check_distinct_outputs, table_columns
 from leukoscreen.pipeline.slide import Slide
 from leukoscreen.pipeline.stain import StainEstimate
 
@@ -99,24 +99,20 @@ def table_paths(slides: Sequence[Path], out: Path | None) -> list[Path]:
     """Where each slide's table goes (see ``leukoscreen detect --help``).
 
     Raises:
-        UsageError: no slides, two slides with one table name, or an ``--out`` file for several.
+        UsageError: no slides, two slides with one table name, an ``--out`` file for several,
+            or a file suffix other than ``.csv`` / ``.parquet``.
     """
     if not slides:
         raise UsageError("leukoscreen detect: expected at least one slide")
-    if len(slides) == 1 and out is not None and out.suffix:
-        return [out]
     if out is not None and out.suffix:
-        raise UsageError(f"{out}: with several slides, --out is a folder (no suffix)")
+        if len(slides) > 1:
+            raise UsageError(f"{out}: with several slides, --out is a folder (no suffix)")
+        if out.suffix.lower() not in TABLE_SUFFIXES:
+            raise UsageError(f"{out}: expected a .csv or .parquet table file")
+        return [out]
     folder = out if out is not None else Path.cwd()
     paths = [folder / f"{Path(s).stem}.cells.csv" for s in slides]
-    first: dict[Path, Path] = {}
-    for slide, path in zip(slides, paths, strict=True):
-        if path in first:
-            raise UsageError(
-                f"{slide}: its table {path} would also hold {first[path]}; expected slides "
-                "with different file names"
-            )
-        first[path] = Path(slide)
+    check_distinct_outputs(slides, paths, kind="table")
     return paths
 
 
@@ -132,9 +128,6 @@ def detect_slides(
     paths = table_paths(slides, out)
     for slide_path in slides:  # fail fast on bad input, before any work
         Slide.open(Path(slide_path), mpp=config.slide.mpp or None).close()
-    for path in paths:
-        if path.suffix.lower() not in TABLE_SUFFIXES:
-            raise UsageError(f"{path}: expected a .csv or .parquet table file")
     summaries = []
     for slide_path, table_path in zip(slides, paths, strict=True):
         start = time.perf_counter()
