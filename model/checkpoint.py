@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from leukoscreen.model.config import ARCHS, SCALES
+from leukoscreen.model.config import ARCHS, DEFAULT_ARCH, SCALES
 from leukoscreen.model.errors import CheckpointError
 from leukoscreen.model.networks import build_network
 
@@ -159,6 +159,28 @@ def shipped_weights_path(arch: str, scale: int) -> tuple[Path, str]:
             f"(available: {available})"
         )
     return WEIGHTS_DIR / entry["file"], str(entry["sha256"])
+
+
+def resolve_arch(arch: str) -> str:
+    """``default`` -> :data:`~leukoscreen.model.config.DEFAULT_ARCH`; other names unchanged."""
+    return DEFAULT_ARCH if arch == "default" else arch
+
+
+def load_init(spec: str, scale: int) -> LoadedWeights:
+    """The weights a fine-tuning run starts from: ``default``, a network name (its shipped
+    weights at ``scale``) or a weights file.
+
+    Raises:
+        CheckpointError: no such shipped network or file, or a file for another scale.
+    """
+    name = resolve_arch(spec)
+    if name in ARCHS:
+        path, sha = shipped_weights_path(name, scale)
+        return load_weights(path, expected_sha256=sha)
+    loaded = load_weights(spec)
+    if loaded.scale != scale:
+        raise CheckpointError(f"{spec}: holds scale x{loaded.scale}, expected x{scale}")
+    return loaded
 
 
 def register_shipped(

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ARCHS = ("gp", "np", "srcnn", "vdsr", "srresnet")
+ARCHS = ("gp", "np", "srcnn", "vdsr", "srresnet", "gpsft")
+PRIOR_ARCHS = ("gp", "gpsft")
+"""Networks that predict a parsing map besides the SR image."""
+DEFAULT_ARCH = "gp"
+"""The network ``arch="default"`` names: what ``leukoscreen run`` and ``load_pretrained(scale=s)``
+use (``docs/model-card.md`` says why)."""
 SCALES = (4, 8)
 
 
@@ -34,6 +39,12 @@ class TrainConfig:
         num_threads: torch intra-op threads; 0 means all cores.
         augment: flip / rotate each training image by one of the 8 symmetries of the square,
             drawn per (seed, epoch, image); the paper does not say whether it augments.
+        init: start from these weights instead of a fresh initialisation (fine-tuning):
+            ``default``, a network name (its shipped weights at ``scale``) or a weights file;
+            empty for a fresh network.
+        colour_augment: recolour each training image in optical-density space (stain amount
+            and hue, lamp tint, brightness; ``leukoscreen.model.data.colour_augment``) and
+            degrade it again, so the network meets other labs' colours.
     """
 
     arch: str = "gp"
@@ -49,6 +60,8 @@ class TrainConfig:
     precision: str = "auto"
     num_threads: int = 0
     augment: bool = False
+    colour_augment: bool = False
+    init: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,8 @@ class InferenceConfig:
     """How cells are super-resolved in ``leukoscreen run`` and ``leukoscreen upscale``.
 
     Attributes:
-        arch: network to use; ``gp`` (geometry prior, the paper's model) gives parsing maps.
+        arch: network to use: ``default`` (:data:`DEFAULT_ARCH`), or a name; ``gp`` (the
+            paper's geometry prior) and ``gpsft`` give parsing maps.
         scale: super-resolution factor, 4 or 8.
         hr_size_px: side of the square super-resolved cell image, in HR pixels (paper: 224).
         context_margin_px: LR pixels of context added on each side of a crop before SR and trimmed
@@ -67,7 +81,7 @@ class InferenceConfig:
         checkpoint: path of a checkpoint to use instead of the shipped weights; empty for shipped.
     """
 
-    arch: str = "gp"
+    arch: str = "default"
     scale: int = 8
     hr_size_px: int = 224
     context_margin_px: int = 4

@@ -35,7 +35,13 @@ import torch
 from numpy.typing import NDArray
 
 from leukoscreen.model.errors import DataError
-from leukoscreen.model.imresize import imresize, rgb2ycbcr
+from leukoscreen.model.imresize import (
+    YCBCR_MATRIX,
+    YCBCR_OFFSET,
+    imresize,
+    resize_matrix,
+    rgb2ycbcr,
+)
 
 ScalarT = TypeVar("ScalarT", bound=np.generic)
 
@@ -242,9 +248,11 @@ def size_for(source: str, hr_size_px: int) -> int:
 class SRDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
     """HR/LR luminance pairs at one scale, computed once with the MATLAB-style bicubic.
 
-    Each item is a dict of float32 tensors in [0, 1]: ``hr`` (1, H, W), ``up`` (1, H, W) the
+    Each item is a dict of float32 tensors in [0, 1]: ``hr`` (1, H, W) and ``hr_ycbcr`` (3, H, W)
+    (read by :func:`colour_augment`), ``up`` (1, H, W) the
     bicubic up-sampling of ``lr`` (1, H/s, W/s), ``up_ycbcr`` (3, H, W) the same for all of Y,
     Cb and Cr (channel 0 equals ``up``; read by a prior with ``prior_input="ycbcr"``),
+    ``lr_ycbcr`` (3, H/s, W/s) the LR Y, Cb and Cr (read by GP-SFT),
     ``onehot`` (3, H, W) parsing target in the prior's channel order (nucleus, cytoplasm,
     background; zeros without a mask), ``has_mask`` () and ``valid`` (2,) int64, the extent of
     original pixels.
@@ -282,6 +290,8 @@ class SRDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
             "up": torch.from_numpy(up[None].astype(np.float32)),
             "up_ycbcr": torch.from_numpy(up_ycc.transpose(2, 0, 1).astype(np.float32)),
             "lr": torch.from_numpy(lr[None].astype(np.float32)),
+            "lr_ycbcr": torch.from_numpy(lr_ycc.transpose(2, 0, 1).astype(np.float32)),
+            "hr_ycbcr": torch.from_numpy(ycc.transpose(2, 0, 1).astype(np.float32)),
             "onehot": torch.from_numpy(onehot),
             "has_mask": torch.tensor(float(sample.labels is not None)),
             "valid": torch.tensor(valid, dtype=torch.int64),
@@ -349,4 +359,105 @@ def augment(batch: dict[str, torch.Tensor], codes: Sequence[int]) -> dict[str, t
                 image = image.flip(2)
             images.append(image)
         out[key] = torch.stack(images).contiguous()
+    return out
+
+
+@dataclass(frozen=True)
+class ColourJitter:
+    """One image's stain / lamp / camera change (:func:`colour_augment`); identity by default.
+
+    Attributes:
+        density: scale of the optical density (stain amount, section thickness).
+        mixing: (3, 3) matrix applied to each pixel's optical density (stain hue); identity
+            keeps the hue.
+        tint: (3,) per-channel gain of the transmitted light (lamp colour, white balance).
+        brightness: overall gain (exposure).
+    """
+
+    density: float = 1.0
+    mixing: tuple[tuple[float, ...], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    tint: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    brightness: float = 1.0
+
+
+COLOUR_RANGES = {"density": (0.7, 1.35), "mixing": 0.08, "tint": (0.9, 1.05), "brightness": (0.88, 1.06)}
+"""Ranges of :func:`colour_jitters`: uniform density, per-entry mixing offsets +-, per-channel
+tint and brightness. Wide enough to span the backgrounds from blue to yellow and the pale to
+dark stains of the field sources (``docs/model-card.md``), not fitted to any one of them."""
+
+
+def colour_jitters(
+    indices: Sequence[int], *, seed: int, epoch: int, identity_share: float = 0.2
+) -> list[ColourJitter]:
+    """One jitter per image, a function of (seed, epoch, image index) only (like
+    :func:`dihedral_codes`); ``identity_share`` of the images keep their colours."""
+    jitters = []
+    for index in indices:
+        rng = np.random.default_rng([seed, epoch, int(index), 9])
+        if rng.random() < identity_share:
+            jitters.append(ColourJitter())
+            continue
+        low, high = COLOUR_RANGES["density"]
+        mixing = np.eye(3) + rng.uniform(-1, 1, (3, 3)) * COLOUR_RANGES["mixing"]
+        jitters.append(
+            ColourJitter(
+                density=float(rng.uniform(low, high)),
+                mixing=tuple(tuple(float(v) for v in row) for row in mixing),
+                tint=tuple(float(v) for v in rng.uniform(*COLOUR_RANGES["tint"], 3)),  # type: ignore[arg-type]
+                brightness=float(rng.uniform(*COLOUR_RANGES["brightness"])),
+            )
+        )
+    return jitters
+
+
+def _ycbcr_torch(rgb: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """(N, 3, H, W) RGB <-> MATLAB YCbCr in [0, 1] units, in torch (float64 matrices)."""
+    matrix = torch.as_tensor(YCBCR_MATRIX, dtype=rgb.dtype)
+    offset = torch.as_tensor(YCBCR_OFFSET, dtype=rgb.dtype)[:, None, None]
+    if inverse:
+        return torch.einsum("ck,nkhw->nchw", torch.linalg.inv(matrix), rgb - offset)
+    return torch.einsum("ck,nkhw->nchw", matrix, rgb) + offset
+
+
+def colour_augment(
+    batch: dict[str, torch.Tensor], jitters: Sequence[ColourJitter], *, scale: int
+) -> dict[str, torch.Tensor]:
+    """``batch`` with each HR image recoloured by its :class:`ColourJitter` in optical-density
+    space (Beer-Lambert: ``rgb' = brightness * tint * exp(-density * mixing @ OD(rgb))``) and
+    degraded again.
+
+    A colour change is not linear in the pixel values, so it does not commute with the bicubic
+    degradation the way flips do; instead ``hr``, ``hr_ycbcr``, ``lr``, ``lr_ycbcr``, ``up`` and
+    ``up_ycbcr`` are recomputed from the recoloured HR with MATLAB's ``imresize`` written as
+    matrices (:func:`leukoscreen.model.imresize.resize_matrix`), so the pair is exactly what the
+    dataset would have made from the recoloured image
+    (``tests/test_data.py::test_colour_augment_degrades_the_recoloured_image``).
+    """
+    hr_ycc = batch["hr_ycbcr"].double()  # (N, 3, H, W)
+    rgb = _ycbcr_torch(hr_ycc, inverse=True).clamp(1 / 255, 1.0)
+    od = -torch.log(rgb)
+    mixing = torch.tensor([j.mixing for j in jitters], dtype=torch.float64)  # (N, 3, 3)
+    density = torch.tensor([j.density for j in jitters], dtype=torch.float64)[:, None, None, None]
+    gain = torch.tensor(
+        [[t * j.brightness for t in j.tint] for j in jitters], dtype=torch.float64
+    )[:, :, None, None]
+    recoloured = (gain * torch.exp(-density * torch.einsum("nck,nkhw->nchw", mixing, od))).clamp(
+        0, 1
+    )
+    identity = torch.tensor([j == ColourJitter() for j in jitters])[:, None, None, None]
+    ycc = torch.where(identity, hr_ycc, _ycbcr_torch(recoloured))
+    height, width = ycc.shape[-2:]
+    down_rows = torch.from_numpy(resize_matrix(height, 1.0 / scale))
+    down_cols = torch.from_numpy(resize_matrix(width, 1.0 / scale))
+    up_rows = torch.from_numpy(resize_matrix(height // scale, float(scale)))
+    up_cols = torch.from_numpy(resize_matrix(width // scale, float(scale)))
+    lr_ycc = torch.einsum("Hh,nchw,Ww->ncHW", down_rows, ycc, down_cols)
+    up_ycc = torch.einsum("Hh,nchw,Ww->ncHW", up_rows, lr_ycc, up_cols)
+    out = dict(batch)
+    out["hr_ycbcr"] = ycc.float()
+    out["hr"] = ycc[:, :1].float()
+    out["lr_ycbcr"] = lr_ycc.float()
+    out["lr"] = lr_ycc[:, :1].float()
+    out["up_ycbcr"] = up_ycc.float()
+    out["up"] = up_ycc[:, :1].float()
     return out

@@ -50,7 +50,7 @@ from leukoscreen.model.checkpoint import (
     load_weights,
     read_manifest,
 )
-from leukoscreen.model.config import SCALES
+from leukoscreen.model.config import PRIOR_ARCHS, SCALES
 from leukoscreen.model.data import Sample, SRDataset, fit_to_size
 from leukoscreen.model.errors import CheckpointError, UsageError
 from leukoscreen.model.imresize import imresize, rgb2ycbcr, ycbcr2rgb
@@ -67,11 +67,13 @@ from leukoscreen.model.train import (
     split_samples,
 )
 
-METHODS = ("bicubic", "srcnn", "vdsr", "srresnet", "np", "gp")
-"""Table 2's columns, in the paper's order (SRGAN and SFTGAN are not built yet)."""
+METHODS = ("bicubic", "srcnn", "vdsr", "srresnet", "np", "gp", "gpsft")
+"""Table 2's columns in the paper's order (SRGAN and SFTGAN are not built yet), then our
+faster variant GP-SFT (``leukoscreen.model.gpsft``)."""
 FIGURE_METHODS = ("bicubic", "srresnet", "np", "gp")
 """The SR panels of Figs. 4-5, between the LR input and the HR ground truth."""
 FIGURE_IMAGES = 3
+PARSING_NAMES = {"gp": "GP", "gpsft": "GP-SFT"}
 PARSING_KEYS = ("miou", "mdice", "iou_nucleus", "iou_cytoplasm", "dice_nucleus", "dice_cytoplasm")
 CSV_COLUMNS = ("scale", "method", "name", "source", "n_images", "psnr", "ssim", *PARSING_KEYS)
 
@@ -123,6 +125,7 @@ class ParsingScore:
     source: str
     scale: int
     scores: dict[str, float]
+    method: str = "gp"
 
 
 @dataclass
@@ -178,17 +181,21 @@ class Table:
                         "psnr": float(np.mean([s.psnr for s in picked])),
                         "ssim": float(np.mean([s.ssim for s in picked])),
                     }
-                    if method == "gp":
-                        row.update(self.parsing_mean(scale, source))
+                    if method in PRIOR_ARCHS:
+                        row.update(self.parsing_mean(scale, source, method))
                     rows.append(row)
         return rows
 
-    def parsing_mean(self, scale: int, source: str = "all") -> dict[str, Any]:
-        """Mean parsing scores of GP at ``scale`` over images with masks ({} when none)."""
+    def parsing_mean(
+        self, scale: int, source: str = "all", method: str = "gp"
+    ) -> dict[str, Any]:
+        """Mean parsing scores of ``method`` at ``scale`` over images with masks ({} if none)."""
         picked = [
             p.scores
             for p in self.parsing
-            if p.scale == scale and (source == "all" or p.source == source)
+            if p.scale == scale
+            and p.method == method
+            and (source == "all" or p.source == source)
         ]
         if not picked:
             return {}
@@ -399,7 +406,7 @@ def evaluate_methods(
     data = Path(data)
     samples = read_samples(data)
     is_wbc = any((data / f"Dataset {n}").is_dir() for n in (1, 2))
-    if is_wbc:
+    if is_wbc or any(s.split is not None for s in samples):  # a fixed split: score its part
         parts = split_samples(samples, seed)
         chosen = parts[split]
         split_sizes = {
@@ -447,7 +454,7 @@ def evaluate_methods(
                     )
                 )
                 predicted = labels[index]
-                if method == "gp" and sample.labels is not None and predicted is not None:
+                if method in PRIOR_ARCHS and sample.labels is not None and predicted is not None:
                     expert, _ = fit_to_size(sample.labels, dataset.sizes[index])
                     parsing.append(
                         ParsingScore(
@@ -455,6 +462,7 @@ def evaluate_methods(
                             sample.source,
                             scale,
                             parsing_scores(expert[:rows, :cols], predicted[:rows, :cols]),
+                            method,
                         )
                     )
             if method in FIGURE_METHODS and picks:
@@ -656,17 +664,23 @@ def _markdown(table: Table) -> str:
             cells = [_fmt(table.value(scale, m, metric), digits) for m in table.methods]
             label = f"{scale}×" if k == 0 else ""
             lines.append(f"| {label} | {metric.upper()} | " + " | ".join(cells) + " |")
-        if "gp" in table.methods:
-            gp = table.parsing_mean(scale)
-            cells = ["–"] * (len(table.methods) - 1) + [_fmt(gp.get("miou"), 4)]
+        if any(m in PRIOR_ARCHS for m in table.methods):
+            cells = [
+                _fmt(table.parsing_mean(scale, method=m).get("miou"), 4)
+                if m in PRIOR_ARCHS
+                else "–"
+                for m in table.methods
+            ]
             lines.append("|  | mIoU | " + " | ".join(cells) + " |")
     if table.missing:
         lines += ["", f"n/a: no weights yet for {', '.join(table.missing)}."]
 
-    if "gp" in table.methods and any(table.parsing_mean(s) for s in table.scales):
+    for method in (m for m in table.methods if m in PRIOR_ARCHS):
+        if not any(table.parsing_mean(s, method=method) for s in table.scales):
+            continue
         lines += [
             "",
-            "### GP parsing map vs the expert masks",
+            f"### {PARSING_NAMES[method]} parsing map vs the expert masks",
             "",
             "| scale | source | images | mIoU | mDice | IoU nucleus | IoU cytoplasm | "
             "Dice nucleus | Dice cytoplasm |",
@@ -674,7 +688,7 @@ def _markdown(table: Table) -> str:
         ]
         for scale in table.scales:
             for source in table.sources():
-                p = table.parsing_mean(scale, source)
+                p = table.parsing_mean(scale, source, method)
                 if p:
                     cells = [_fmt(p[k], 4) for k in PARSING_KEYS]
                     lines.append(
@@ -714,7 +728,10 @@ def _markdown(table: Table) -> str:
     ]
     for scale in (4, 8):
         for k, metric in enumerate(("psnr", "ssim")):
-            cells = [f"{PAPER_TABLE2[scale][m][metric]:.4f}" for m in table.methods]
+            cells = [
+                f"{PAPER_TABLE2[scale][m][metric]:.4f}" if m in PAPER_TABLE2[scale] else "–"
+                for m in table.methods
+            ]
             label = f"{scale}×" if k == 0 else ""
             lines.append(f"| {label} | {metric.upper()} | " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{meta['command']}`", ""]

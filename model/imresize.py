@@ -76,6 +76,20 @@ def _resize_axis(image: NDArray[np.float64], axis: int, out_length: int, scale: 
     return np.moveaxis((gathered * w).sum(axis=1), 0, axis)
 
 
+def resize_matrix(in_length: int, scale: float) -> NDArray[np.float64]:
+    """(ceil(in_length * scale), in_length) matrix of :func:`imresize` along one axis.
+
+    ``imresize(image, scale)`` equals ``R @ image @ C.T`` per channel with ``R`` and ``C`` the
+    matrices of the row and column lengths: the operator is linear, so it can run as two matrix
+    products (on a GPU, or batched in torch).
+    """
+    out_length = math.ceil(in_length * scale - 1e-9)
+    weights, indices = contributions(in_length, out_length, scale)
+    matrix = np.zeros((out_length, in_length))
+    np.add.at(matrix, (np.arange(out_length)[:, None], indices), weights)
+    return matrix
+
+
 def imresize(image: FloatArray, scale: float) -> NDArray[np.float64]:
     """Resize like MATLAB's ``imresize(image, scale)`` with the default bicubic method.
 
@@ -104,7 +118,7 @@ def imresize(image: FloatArray, scale: float) -> NDArray[np.float64]:
 
 
 # MATLAB rgb2ycbcr for double input in [0, 1]: ITU-R BT.601, studio range (Y in [16, 235]/255).
-_YCBCR_MATRIX = (
+YCBCR_MATRIX = (
     np.array(
         [
             [65.481, 128.553, 24.966],
@@ -114,7 +128,7 @@ _YCBCR_MATRIX = (
     )
     / 255.0
 )
-_YCBCR_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
+YCBCR_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 
 
 def rgb2ycbcr(rgb: FloatArray) -> NDArray[np.float64]:
@@ -126,7 +140,7 @@ def rgb2ycbcr(rgb: FloatArray) -> NDArray[np.float64]:
     rgb = np.asarray(rgb, dtype=np.float64)
     if rgb.shape[-1] != 3:
         raise ValueError(f"rgb must end in 3 channels, got shape {rgb.shape}")
-    return rgb @ _YCBCR_MATRIX.T + _YCBCR_OFFSET
+    return rgb @ YCBCR_MATRIX.T + YCBCR_OFFSET
 
 
 def ycbcr2rgb(ycbcr: FloatArray) -> NDArray[np.float64]:
@@ -134,7 +148,7 @@ def ycbcr2rgb(ycbcr: FloatArray) -> NDArray[np.float64]:
     ycbcr = np.asarray(ycbcr, dtype=np.float64)
     if ycbcr.shape[-1] != 3:
         raise ValueError(f"ycbcr must end in 3 channels, got shape {ycbcr.shape}")
-    return (ycbcr - _YCBCR_OFFSET) @ np.linalg.inv(_YCBCR_MATRIX).T
+    return (ycbcr - YCBCR_OFFSET) @ np.linalg.inv(YCBCR_MATRIX).T
 
 
 def rgb2y(rgb: FloatArray) -> NDArray[np.float64]:

@@ -2,7 +2,7 @@
 
 The pipeline calls exactly this API::
 
-    upscaler = load_pretrained("gp", scale=8)
+    upscaler = load_pretrained(scale=8)   # the default network; or load_pretrained("gp", 8)
     sr, parsing = upscaler.upscale(lr)   # lr: (N, h, w, 3) uint8 RGB crops
 
 As in the paper (§2.4), the network super-resolves the luminance of MATLAB's ``rgb2ycbcr``; Cb
@@ -20,8 +20,13 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from leukoscreen.model.checkpoint import LoadedWeights, load_weights, shipped_weights_path
-from leukoscreen.model.config import ARCHS, SCALES
+from leukoscreen.model.checkpoint import (
+    LoadedWeights,
+    load_weights,
+    resolve_arch,
+    shipped_weights_path,
+)
+from leukoscreen.model.config import ARCHS, PRIOR_ARCHS, SCALES
 from leukoscreen.model.errors import CheckpointError, UsageError
 from leukoscreen.model.imresize import imresize, rgb2ycbcr, ycbcr2rgb
 from leukoscreen.model.train import autocast, channels_last, resolve_device, resolve_precision
@@ -54,7 +59,7 @@ class Upscaler:
     @property
     def has_prior(self) -> bool:
         """Whether :meth:`upscale` returns parsing labels."""
-        return self.arch == "gp"
+        return self.arch in PRIOR_ARCHS
 
     @torch.no_grad()
     def upscale(self, lr: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None]:
@@ -88,6 +93,8 @@ class Upscaler:
             kind = getattr(self.model, "input_kind", "upsampled")
             if kind == "upsampled_ycbcr":
                 source = up.transpose(0, 3, 1, 2)  # (N, 3, H, W) Y, Cb, Cr
+            elif kind == "lr_ycbcr":
+                source = ycc.transpose(0, 3, 1, 2)  # (N, 3, h, w) LR Y, Cb, Cr
             else:
                 source = (ycc[..., 0] if kind == "lr" else up[..., 0])[:, None]
             x = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)).to(self.device)
@@ -116,16 +123,20 @@ def _bind(loaded: LoadedWeights, device: str, precision: str) -> Upscaler:
 
 
 def load_pretrained(
-    arch: str, scale: int, *, device: str = "auto", precision: str = "auto"
+    arch: str = "default", scale: int = 8, *, device: str = "auto", precision: str = "auto"
 ) -> Upscaler:
-    """The shipped network ``arch`` at ``scale`` (``bicubic`` needs no weights).
+    """The shipped network ``arch`` at ``scale`` (``bicubic`` needs no weights; ``default`` is
+    :data:`~leukoscreen.model.config.DEFAULT_ARCH`).
 
     Raises:
         UsageError: unknown arch or scale.
         CheckpointError: no shipped weights for them, or a file that fails its sha256 check.
     """
+    arch = resolve_arch(arch)
     if arch != "bicubic" and arch not in ARCHS:
-        raise UsageError(f"arch: expected bicubic or one of {', '.join(ARCHS)}, got {arch!r}")
+        raise UsageError(
+            f"arch: expected default, bicubic or one of {', '.join(ARCHS)}, got {arch!r}"
+        )
     if scale not in SCALES:
         raise UsageError(f"scale: expected one of {', '.join(map(str, SCALES))}, got {scale!r}")
     if arch == "bicubic":

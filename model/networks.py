@@ -8,6 +8,7 @@ from torch import nn
 
 from leukoscreen.model.config import ARCHS
 from leukoscreen.model.gp import GeometryPriorSR
+from leukoscreen.model.gpsft import GeometryPriorSFT
 from leukoscreen.model.srcnn import SRCNN
 from leukoscreen.model.srresnet import SRResNet
 from leukoscreen.model.vdsr import VDSR
@@ -19,6 +20,7 @@ METHOD_NAMES = {
     "srresnet": "SRResNet",
     "np": "Ours (NP)",
     "gp": "Ours (GP)",
+    "gpsft": "GP-SFT",
 }
 
 
@@ -54,4 +56,6 @@ def build_network(arch: str, *, scale: int, **arch_kwargs: Any) -> nn.Module:
         return VDSR(**arch_kwargs)
     if arch == "srresnet":
         return SRResNet(upscale=scale, **arch_kwargs)
+    if arch == "gpsft":
+        return GeometryPriorSFT(scale=scale, **arch_kwargs)
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")

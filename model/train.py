@@ -28,12 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from leukoscreen.model.checkpoint import save_weights
-from leukoscreen.model.config import ARCHS, SCALES, TrainConfig
+from leukoscreen.model.checkpoint import load_init, save_weights
+from leukoscreen.model.config import ARCHS, PRIOR_ARCHS, SCALES, TrainConfig
 from leukoscreen.model.data import (
     Sample,
     SRDataset,
     augment,
+    colour_augment,
+    colour_jitters,
     dihedral_codes,
     read_image_folder,
     read_labelme,
@@ -96,7 +98,12 @@ def channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
-INPUT_KEYS = {"upsampled": "up", "upsampled_ycbcr": "up_ycbcr", "lr": "lr"}
+INPUT_KEYS = {
+    "upsampled": "up",
+    "upsampled_ycbcr": "up_ycbcr",
+    "lr": "lr",
+    "lr_ycbcr": "lr_ycbcr",
+}
 
 
 def model_input(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -199,6 +206,18 @@ def evaluate(
     return result
 
 
+PRIOR_MODULES = ("prior", "condition", "parsing_head")
+"""Sub-modules that make the parsing map (GP: the U-Net; GP-SFT: U-Net, condition, head)."""
+
+
+def freeze_prior(model: nn.Module) -> None:
+    """Stop training the modules of :data:`PRIOR_MODULES` that ``model`` has."""
+    for name in PRIOR_MODULES:
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Module):
+            module.requires_grad_(False)
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What a finished (or stopped) training run left behind."""
@@ -273,14 +292,29 @@ def train(
         raise DataError(
             f"{where}: too few images for a train/val split ({sum(map(len, parts.values()))})"
         )
-    if cfg.arch == "gp" and not any(s.labels is not None for s in parts["train"]):
-        raise DataError(f"{where}: arch 'gp' needs parsing masks; none found")
+    no_masks = not any(s.labels is not None for s in parts["train"])
+    if cfg.arch in PRIOR_ARCHS and no_masks and not cfg.init:
+        raise DataError(
+            f"{where}: arch {cfg.arch!r} needs parsing masks to train from scratch; none found "
+            "(fine-tuning with --init works without masks)"
+        )
     train_set = SRDataset(parts["train"], scale=cfg.scale, hr_size_px=cfg.hr_size_px)
     val_set = SRDataset(parts["val"], scale=cfg.scale, hr_size_px=cfg.hr_size_px)
 
-    model = build_network(cfg.arch, scale=cfg.scale, **arch_kwargs).to(dev)
-    model = channels_last(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    model = build_network(cfg.arch, scale=cfg.scale, **arch_kwargs)
+    if cfg.init:
+        initial = load_init(cfg.init, cfg.scale)
+        if (initial.arch, initial.meta.get("arch_kwargs", {})) != (cfg.arch, arch_kwargs):
+            raise UsageError(
+                f"--init {cfg.init}: holds {initial.arch} {initial.meta.get('arch_kwargs')}, "
+                f"expected {cfg.arch} {arch_kwargs}"
+            )
+        model.load_state_dict(initial.model.state_dict())
+        if cfg.arch in PRIOR_ARCHS and no_masks:
+            freeze_prior(model)  # no masks to keep it honest: the parsing map stays as trained
+    model = channels_last(model.to(dev))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, betas=(0.9, 0.999))
     history: list[dict[str, float]] = []
     start_epoch, best_psnr = 0, -math.inf
     if resume and last_path.exists():
@@ -319,6 +353,9 @@ def train(
         seen, started, losses = 0, time.perf_counter(), []
         for indices in bar:
             batch = train_set.collate(indices)
+            if cfg.colour_augment:
+                jitters = colour_jitters(indices, seed=cfg.seed, epoch=epoch)
+                batch = colour_augment(batch, jitters, scale=cfg.scale)
             if cfg.augment:
                 batch = augment(batch, dihedral_codes(indices, seed=cfg.seed, epoch=epoch))
             batch = {k: v.to(dev) for k, v in batch.items()}

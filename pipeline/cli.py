@@ -162,6 +162,8 @@ def detect_cmd(
 
 
 DEFAULT_TRAIN_DATA = Path("../shared/data/segmentation_WBC")
+FINE_TUNE = {"epochs": 20, "lr": 5e-5}
+"""``leukoscreen train --init`` defaults (``docs/model-card.md``, fine-tuning)."""
 
 
 @app.command("train")
@@ -170,7 +172,8 @@ def train_cmd(
         str | None,
         typer.Option(
             help=(
-                "Network: gp, np, srcnn, vdsr or srresnet. [default: train.arch of the config, gp]"
+                "Network: gp, np, srcnn, vdsr, srresnet or gpsft. [default: train.arch of the "
+                "config, gp]"
             ),
             show_default=False,
         ),
@@ -225,6 +228,30 @@ def train_cmd(
             show_default=False,
         ),
     ] = None,
+    colour_augment: Annotated[
+        bool | None,
+        typer.Option(
+            "--colour-augment/--no-colour-augment",
+            help="Recolour each training image in optical-density space (stain amount and hue, "
+            "lamp tint, brightness) and degrade it again, for other labs' colours.",
+            show_default=False,
+        ),
+    ] = None,
+    lr_halve_every: Annotated[
+        int | None,
+        typer.Option(help="Halve the learning rate every this many epochs (paper: 10; 0: never)."),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Fine-tune instead of training from scratch: start from 'default' (the shipped "
+            "default network), a network name (its shipped weights) or a weights file. The arch "
+            "follows the weights. Masks are optional: without any, a prior network's parsing "
+            "part is kept as shipped and only the SR part adapts. Unless given, fine-tuning "
+            f"uses --epochs {FINE_TUNE['epochs']}, --lr {FINE_TUNE['lr']:g} held constant.",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[
         str, typer.Option(help="auto (CUDA when present, else CPU), cpu or cuda.")
     ] = "auto",
@@ -241,9 +268,21 @@ def train_cmd(
     from leukoscreen.model.networks import design_kwargs  # imports torch: only when training
     from leukoscreen.model.train import train
 
+    base = _load(config)
+    arch_kwargs = None
+    if init is not None:
+        from leukoscreen.model.checkpoint import load_init
+
+        initial = load_init(init, scale if scale is not None else base.train.scale)
+        arch = arch or initial.arch
+        arch_kwargs = dict(initial.meta.get("arch_kwargs", {}))
+        epochs = epochs if epochs is not None else int(FINE_TUNE["epochs"])
+        lr = lr if lr is not None else float(FINE_TUNE["lr"])
+        lr_halve_every = lr_halve_every if lr_halve_every is not None else 0
     cfg = override(
-        _load(config),
+        base,
         **{
+            "train.init": init,
             "train.arch": arch,
             "train.scale": scale,
             "train.epochs": epochs,
@@ -251,6 +290,8 @@ def train_cmd(
             "train.lr": lr,
             "train.seed": seed,
             "train.augment": augment,
+            "train.colour_augment": colour_augment,
+            "train.lr_halve_every_epochs": lr_halve_every,
         },
     ).train
     run_dir = out if out is not None else Path("runs") / f"{cfg.arch}_x{cfg.scale}"
@@ -260,7 +301,7 @@ def train_cmd(
         run_dir=run_dir,
         resume=resume,
         device=device,
-        arch_kwargs=design_kwargs(cfg.arch),
+        arch_kwargs=design_kwargs(cfg.arch) if arch_kwargs is None else arch_kwargs,
     )
     best = max(result.history, key=lambda record: record["val_psnr"], default=None)
     summary = f"{cfg.arch} x{cfg.scale}: {result.epochs_done}/{cfg.epochs} epochs in {run_dir}"
@@ -366,8 +407,8 @@ def upscale_cmd(
         str | None,
         typer.Option(
             help=(
-                "Network: gp (with parsing map), np, srcnn, vdsr, srresnet or bicubic. "
-                "[default: inference.arch of the config, gp]"
+                "Network: default, gp or gpsft (with parsing map), np, srcnn, vdsr, srresnet or "
+                "bicubic. [default: inference.arch of the config, default]"
             ),
             show_default=False,
         ),

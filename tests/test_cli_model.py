@@ -138,7 +138,7 @@ def test_train_default_run_folder(
     [
         (
             ["--arch", "nope"],
-            "leukoscreen: error: --arch: expected one of gp, np, srcnn, vdsr, srresnet, got 'nope'",
+            "leukoscreen: error: --arch: expected one of gp, np, srcnn, vdsr, srresnet, gpsft, got 'nope'",
         ),
         (["--scale", "3"], "leukoscreen: error: --scale: expected one of 4, 8, got 3"),
         (["--scale", "four"], "leukoscreen: Invalid value for '--scale': "),
@@ -222,7 +222,8 @@ def test_upscale_checkpoint_of_another_scale(
     [
         (
             ["--arch", "nope"],
-            "leukoscreen: error: arch: expected bicubic or one of gp, np, srcnn, vdsr, srresnet, "
+            "leukoscreen: error: arch: expected default, bicubic or one of gp, np, srcnn, vdsr, "
+            "srresnet, gpsft, "
             "got 'nope'",
         ),
         (

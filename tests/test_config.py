@@ -41,7 +41,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "foreground_level_mpp": 8.0,
     },
     "inference": {
-        "arch": "gp",
+        "arch": "default",
         "scale": 8,
         "hr_size_px": 224,
         "context_margin_px": 4,
@@ -143,7 +143,7 @@ def test_file_overrides_only_the_keys_it_names(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.inference.scale == 4
     assert config.output.resume is True
-    assert config.inference.arch == "gp"
+    assert config.inference.arch == "default"
     assert config.detect == DetectConfig()
 
 
@@ -270,7 +270,7 @@ def test_override_replaces_dotted_keys_and_keeps_the_rest() -> None:
     assert changed.output.resume is True
     assert changed.cluster.scheduler == "tcp://h:8786"
     assert changed.detect == base.detect
-    assert changed.inference.arch == "gp"
+    assert changed.inference.arch == "default"
     assert base == Config()  # the original is untouched
 
 

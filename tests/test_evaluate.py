@@ -208,8 +208,8 @@ def test_methods_without_weights_are_missing_unless_requested(
 ) -> None:
     monkeypatch.setattr(evaluate_module, "read_manifest", lambda: {})
     table = evaluate_methods(data=plain, scales=(8,), figures=False)
-    assert table.methods == ("bicubic", "srcnn", "vdsr", "srresnet", "np", "gp")
-    assert table.missing == ["srcnn_x8", "vdsr_x8", "srresnet_x8", "np_x8", "gp_x8"]
+    assert table.methods == ("bicubic", "srcnn", "vdsr", "srresnet", "np", "gp", "gpsft")
+    assert table.missing == ["srcnn_x8", "vdsr_x8", "srresnet_x8", "np_x8", "gp_x8", "gpsft_x8"]
     assert {s.method for s in table.images} == {"bicubic"}
     assert table.value(8, "gp", "psnr") is None
     assert "n/a: no weights yet for srcnn_x8, vdsr_x8" in table.to_markdown()

@@ -60,7 +60,7 @@ def weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_load_pretrained_unknown_arch() -> None:
     with pytest.raises(
-        UsageError, match=r"^arch: expected bicubic or one of gp, np, .*got 'esrgan'"
+        UsageError, match=r"^arch: expected default, bicubic or one of gp, np, .*got 'esrgan'"
     ):
         load_pretrained("esrgan", 4)
 

@@ -227,7 +227,7 @@ def test_resolve_device_and_precision() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"arch": "nope"}, r"^--arch: expected one of gp, np, srcnn, vdsr, srresnet, got 'nope'"),
+        ({"arch": "nope"}, r"^--arch: expected one of gp, np, srcnn, vdsr, srresnet, gpsft, got 'nope'"),
         ({"scale": 3}, r"^--scale: expected one of 4, 8, got 3"),
         ({"epochs": 0}, r"epochs and batch_size must be >= 1, got 0, 4"),
     ],
@@ -275,7 +275,10 @@ def test_gp_needs_masks(tmp_path: Path, write_cells: CellWriter) -> None:
     data = write_cells(tmp_path / "no_masks", masks=False)
     with pytest.raises(DataError) as info:
         _train(CFG, data, tmp_path / "run")
-    assert str(info.value) == f"{data}: arch 'gp' needs parsing masks; none found"
+    assert str(info.value) == (
+        f"{data}: arch 'gp' needs parsing masks to train from scratch; none found "
+        "(fine-tuning with --init works without masks)"
+    )
 
 
 def test_too_few_images(tmp_path: Path, write_cells: CellWriter) -> None:
@@ -393,7 +396,7 @@ def test_mixed_sources_train_the_prior_on_masked_images_only(tmp_path: Path, cel
     assert math.isfinite(mixed.history[0]["train_loss"])
     assert mixed.history[0]["train_loss"] != alone.history[0]["train_loss"]  # more data seen
     # a mask-less source alone cannot train the prior, whatever the number of images
-    with pytest.raises(DataError, match="arch 'gp' needs parsing masks; none found"):
+    with pytest.raises(DataError, match="arch 'gp' needs parsing masks to train from scratch"):
         train(cfg, data=[bccd], run_dir=tmp_path / "none", arch_kwargs=TINY_GP, device="cpu",
               progress=False)  # fmt: skip
 

@@ -46,7 +46,7 @@ import numpy as np
 import tifffile
 from numpy.typing import NDArray
 
-from leukoscreen.model.checkpoint import read_manifest
+from leukoscreen.model.checkpoint import read_manifest, resolve_arch
 from leukoscreen.model.imresize import rgb2y
 from leukoscreen.model.metrics import psnr, ssim
 from leukoscreen.pipeline.config import Config, load_config, override
@@ -287,7 +287,7 @@ def expected_sha256(arch: str, scale: int) -> str:
     """The hash a store made with the shipped ``arch`` weights records ('' for bicubic)."""
     if arch == "bicubic":
         return ""
-    return str(read_manifest()[f"{arch}_x{scale}"]["sha256"])
+    return str(read_manifest()[f"{resolve_arch(arch)}_x{scale}"]["sha256"])
 
 
 def run_pipeline(
@@ -307,7 +307,7 @@ def run_pipeline(
         want = expected_sha256(inference.arch, inference.scale)
         if (
             attrs.get("status") == "complete"
-            and attrs["model"]["arch"] == inference.arch
+            and attrs["model"]["arch"] == resolve_arch(inference.arch)
             and attrs["scale"] == inference.scale
             and attrs["model"]["checkpoint_sha256"] == want
             and attrs["config"]["inference"] == json.loads(json.dumps(asdict(inference)))

@@ -1,0 +1,189 @@
+"""GP-SFT: the geometry prior of Hua et al. (2020) in a fast low-resolution residual trunk.
+
+The paper's GP (:mod:`leukoscreen.model.gp`) runs a U-Net and its SR branch on the
+bicubic-upsampled 224 x 224 image: about 96 GFLOP per cell, and a shallow SR branch (6 residual
+blocks). This variant keeps the paper's idea, a parsing prior that tells the SR branch where the
+nucleus and cytoplasm are, trained with the same Charbonnier + lambda * BCE loss, and changes
+where the work is done:
+
+* everything runs on the **LR** image (Y, Cb, Cr; 1/16 or 1/64 of the HR pixels), the HR image
+  and the parsing map are made by sub-pixel convolution (Shi et al. 2016) at the end;
+* the prior is a small U-Net (widths 32, 64, 128) on the LR YCbCr whose features condition a
+  deeper SR trunk (16 residual blocks, as EDSR-baseline) through **spatial feature transform**
+  layers (Wang et al. 2018, SFTGAN: ``features * (1 + gamma) + beta`` with gamma, beta from the
+  prior's features) instead of the paper's concatenation;
+* the output is added to the MATLAB-style bicubic up-sampling of the LR luminance (the same
+  operator the data and the baseline use), and the last convolution starts at zero, so the
+  untrained network *is* bicubic and training only has to improve on it.
+
+About 9 GFLOP per 224 x 224 cell at x4 and 3 GFLOP at x8 (``benchmarks/model_benchmark.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from leukoscreen.model.blocks import LEAKY_SLOPE, ConvLReLU, conv3x3
+from leukoscreen.model.imresize import resize_matrix
+from leukoscreen.model.unet import PriorUNet
+
+
+class BicubicUp(nn.Module):
+    """MATLAB-compatible bicubic up-sampling by an integer ``scale`` as two matrix products.
+
+    Equal to :func:`leukoscreen.model.imresize.imresize` (``tests/test_networks.py``); the
+    matrices are built once per input size and kept out of the state dict.
+
+    Shapes: (N, C, h, w) -> (N, C, h * scale, w * scale).
+    """
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self._cache: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+    def _matrix(self, length: int, device: torch.device) -> torch.Tensor:
+        key = (length, device)
+        if key not in self._cache:
+            matrix = resize_matrix(length, float(self.scale))
+            self._cache[key] = torch.from_numpy(matrix).float().to(device)
+        return self._cache[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = self._matrix(x.shape[-2], x.device)  # (H, h)
+        cols = self._matrix(x.shape[-1], x.device)  # (W, w)
+        return torch.einsum("Hh,nchw,Ww->ncHW", rows, x.float(), cols)
+
+
+class SFTResidualBlock(nn.Module):
+    """A residual block whose input is modulated by the prior: x + body(SFT(x, condition)).
+
+    SFT (Wang et al. 2018): ``gamma`` and ``beta`` are 1x1 convolutions of the shared
+    condition features; ``x * (1 + gamma) + beta`` starts as the identity when they are zero.
+
+    Shapes: x (N, C, h, w), condition (N, K, h, w) -> (N, C, h, w).
+    """
+
+    def __init__(self, num_features: int, condition_features: int) -> None:
+        super().__init__()
+        self.gamma = nn.Conv2d(condition_features, num_features, kernel_size=1)
+        self.beta = nn.Conv2d(condition_features, num_features, kernel_size=1)
+        for layer in (self.gamma, self.beta):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.body = nn.Sequential(
+            ConvLReLU(num_features, num_features), conv3x3(num_features, num_features)
+        )
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        modulated = x * (1 + self.gamma(condition)) + self.beta(condition)
+        return x + self.body(modulated)
+
+
+class SubPixelHead(nn.Module):
+    """LR features -> HR maps: 3x3 conv to ``scale**2 * width`` channels, pixel shuffle,
+    LeakyReLU, 3x3 conv to ``out_channels`` at HR.
+
+    Shapes: (N, C, h, w) -> (N, out_channels, h * scale, w * scale).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, scale: int, width: int = 16) -> None:
+        super().__init__()
+        self.expand = conv3x3(in_channels, width * scale * scale)
+        self.shuffle = nn.PixelShuffle(scale)
+        self.act = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+        self.out = conv3x3(width, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.act(self.shuffle(self.expand(x))))
+
+
+class GeometryPriorSFT(nn.Module):
+    """GP-SFT: LR residual trunk conditioned on a parsing prior by spatial feature transform.
+
+    Args:
+        scale: SR factor (the sub-pixel heads depend on it).
+        num_features: trunk channels.
+        num_blocks: SFT residual blocks in the trunk.
+        unet_widths: channel widths of the LR prior U-Net.
+        condition_features: channels of the prior's features that drive SFT and the parsing map.
+        head_width: HR channels of the sub-pixel heads.
+
+    Shapes: x (N, 3, h, w) LR Y, Cb, Cr in [0, 1] -> (sr (N, 1, h*s, w*s), parsing logits
+        (N, 3, h*s, w*s) in the order nucleus, cytoplasm, background).
+    """
+
+    input_kind = "lr_ycbcr"
+    prior_activation = "sigmoid"
+
+    def __init__(
+        self,
+        *,
+        scale: int,
+        num_features: int = 64,
+        num_blocks: int = 16,
+        unet_widths: tuple[int, ...] = (32, 64, 128),
+        condition_features: int = 64,
+        head_width: int = 16,
+    ) -> None:
+        super().__init__()
+        if scale < 2 or num_features < 1 or num_blocks < 1:
+            raise ValueError(
+                f"scale must be >= 2 and num_features, num_blocks >= 1, got {scale!r}, "
+                f"{num_features!r}, {num_blocks!r}"
+            )
+        self.scale = scale
+        self.upsample = BicubicUp(scale)
+        self.prior = PriorUNet(in_channels=3, out_channels=condition_features, widths=unet_widths)
+        self.condition = nn.Sequential(
+            nn.LeakyReLU(LEAKY_SLOPE), ConvLReLU(condition_features, condition_features)
+        )
+        self.parsing_head = SubPixelHead(condition_features, 3, scale, head_width)
+        self.extract = conv3x3(1, num_features)
+        self.blocks = nn.ModuleList(
+            SFTResidualBlock(num_features, condition_features) for _ in range(num_blocks)
+        )
+        self.trunk_out = conv3x3(num_features, num_features)
+        self.sr_head = SubPixelHead(num_features, 1, scale, head_width)
+        nn.init.zeros_(self.sr_head.out.weight)  # the untrained network is bicubic
+        nn.init.zeros_(self.sr_head.out.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = x[:, :1]  # (N, 1, h, w) LR luminance
+        condition = self.condition(self.prior(x))  # (N, K, h, w)
+        logits = self.parsing_head(condition)  # (N, 3, H, W)
+        shallow = self.extract(y)
+        features = shallow
+        for block in self.blocks:
+            features = block(features, condition)
+        features = self.trunk_out(features) + shallow
+        sr = self.sr_head(features).float() + self.upsample(y)  # (N, 1, H, W)
+        return sr, logits
+
+
+def gflop_per_cell(model: nn.Module, hr_side_px: int = 224) -> float:
+    """Multiply-adds x 2 of the convolutions for one square cell, counted by forward hooks."""
+    total = 0.0
+
+    def count(layer: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+            kernel = math.prod(layer.kernel_size) * layer.in_channels // layer.groups
+            total += 2.0 * kernel * output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        kind = getattr(model, "input_kind", "upsampled")
+        scale = getattr(model, "scale", 1)
+        side = hr_side_px // scale if kind in ("lr", "lr_ycbcr") else hr_side_px
+        channels = 3 if kind in ("lr_ycbcr", "upsampled_ycbcr") else 1
+        with torch.no_grad():
+            model(torch.zeros(1, channels, side, side))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total / 1e9
