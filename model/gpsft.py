@@ -165,8 +165,9 @@ class GeometryPriorSFT(nn.Module):
         return sr, logits
 
 
-def gflop_per_cell(model: nn.Module, hr_side_px: int = 224) -> float:
-    """Multiply-adds x 2 of the convolutions for one square cell, counted by forward hooks."""
+def gflop_per_cell(model: nn.Module, *, scale: int, hr_side_px: int = 224) -> float:
+    """Multiply-adds x 2 of the convolutions (and transposed ones) for one square cell of
+    ``hr_side_px``, counted by forward hooks on a zero input of what ``model`` reads."""
     total = 0.0
 
     def count(layer: nn.Module, _inputs: object, output: torch.Tensor) -> None:
@@ -178,7 +179,6 @@ def gflop_per_cell(model: nn.Module, hr_side_px: int = 224) -> float:
     hooks = [m.register_forward_hook(count) for m in model.modules()]
     try:
         kind = getattr(model, "input_kind", "upsampled")
-        scale = getattr(model, "scale", 1)
         side = hr_side_px // scale if kind in ("lr", "lr_ycbcr") else hr_side_px
         channels = 3 if kind in ("lr_ycbcr", "upsampled_ycbcr") else 1
         with torch.no_grad():

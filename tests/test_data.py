@@ -12,6 +12,10 @@ import skimage.io
 import torch
 
 from leukoscreen.model.data import (
+    COLOUR_RANGES,
+    ColourJitter,
+    colour_augment,
+    colour_jitters,
     BACKGROUND,
     CYTOPLASM,
     NUCLEUS,
@@ -452,3 +456,41 @@ def test_dihedral_codes_depend_on_seed_epoch_and_image_only() -> None:
     assert dihedral_codes([7, 3], seed=0, epoch=3) == [codes[7], codes[3]]  # order-free
     assert codes != dihedral_codes(range(200), seed=0, epoch=4)
     assert codes != dihedral_codes(range(200), seed=1, epoch=3)
+
+
+def test_colour_jitters_depend_on_seed_epoch_and_image_only() -> None:
+    first = colour_jitters([3, 1, 2], seed=0, epoch=4)
+    assert colour_jitters([2, 3], seed=0, epoch=4) == [first[2], first[0]]
+    assert colour_jitters([3], seed=0, epoch=5) != [first[0]]
+    many = colour_jitters(range(200), seed=0, epoch=0)
+    identity = sum(j == ColourJitter() for j in many)
+    assert 20 < identity < 60  # about identity_share = 0.2 keep their colours
+    low, high = COLOUR_RANGES["density"]
+    assert all(low <= j.density <= high for j in many if j != ColourJitter())
+
+
+def test_colour_augment_degrades_the_recoloured_image() -> None:
+    dataset = SRDataset([_square_sample(k, 32) for k in range(2)], scale=4, hr_size_px=32)
+    batch = dataset.collate([0, 1])
+    jitter = ColourJitter(
+        density=1.2,
+        mixing=((1.05, 0.02, 0.0), (0.0, 0.95, 0.03), (-0.02, 0.0, 1.0)),
+        tint=(1.0, 0.95, 0.92),
+        brightness=0.97,
+    )
+    out = colour_augment(batch, [jitter, ColourJitter()], scale=4)
+    # the recoloured HR, by Beer-Lambert on the uint8 image's RGB
+    rgb = np.clip(_square_sample(0, 32).rgb / 255.0, 1 / 255, 1.0)
+    od = -np.log(rgb) @ np.asarray(jitter.mixing).T
+    recoloured = np.clip(np.asarray(jitter.tint) * 0.97 * np.exp(-1.2 * od), 0, 1)
+    ycc = rgb2ycbcr(recoloured)
+    np.testing.assert_allclose(out["hr"][0, 0].numpy(), ycc[..., 0], atol=1e-5)
+    # and the LR / bicubic inputs are MATLAB's imresize of it, as the dataset makes them
+    lr = imresize(ycc, 0.25)
+    np.testing.assert_allclose(out["lr_ycbcr"][0].numpy(), lr.transpose(2, 0, 1), atol=1e-5)
+    np.testing.assert_allclose(out["up"][0, 0].numpy(), imresize(lr, 4.0)[..., 0], atol=1e-5)
+    assert not np.allclose(out["hr"][0].numpy(), batch["hr"][0].numpy(), atol=1e-3)
+    # the identity jitter leaves its image as the dataset made it
+    for key in ("hr", "lr", "up", "up_ycbcr", "lr_ycbcr", "hr_ycbcr"):
+        np.testing.assert_allclose(out[key][1].numpy(), batch[key][1].numpy(), atol=1e-6)
+    assert torch.equal(out["onehot"], batch["onehot"])

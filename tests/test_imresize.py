@@ -12,7 +12,15 @@ import math
 import numpy as np
 import pytest
 
-from leukoscreen.model.imresize import contributions, cubic, imresize, rgb2y, rgb2ycbcr, ycbcr2rgb
+from leukoscreen.model.imresize import (
+    contributions,
+    cubic,
+    imresize,
+    resize_matrix,
+    rgb2y,
+    rgb2ycbcr,
+    ycbcr2rgb,
+)
 
 K = {0.25: 111 / 128, 0.75: 29 / 128, 1.25: -9 / 128, 1.75: -3 / 128}
 
@@ -199,3 +207,13 @@ def test_ycbcr_round_trip(dtype: type) -> None:
 def test_colour_conversion_needs_three_channels(convert: object) -> None:
     with pytest.raises(ValueError, match=r"3 channels, got shape \(4, 4\)"):
         convert(np.zeros((4, 4)))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("length", "scale"), [(32, 0.25), (120, 0.125), (15, 8.0), (7, 4.0)])
+def test_resize_matrix_is_imresize_along_one_axis(length: int, scale: float) -> None:
+    matrix = resize_matrix(length, scale)
+    assert matrix.shape == (math.ceil(length * scale - 1e-9), length)
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
+    both = resize_matrix(5, scale)
+    square = np.random.default_rng(1).random((length, 5))
+    np.testing.assert_allclose(matrix @ square @ both.T, imresize(square, scale), atol=1e-12)

@@ -12,6 +12,7 @@ import torch
 
 from leukoscreen.model import checkpoint
 from leukoscreen.model.checkpoint import read_manifest, register_shipped, save_weights
+from leukoscreen.model.config import DEFAULT_ARCH
 from leukoscreen.model.errors import CheckpointError, UsageError
 from leukoscreen.model.gp import GeometryPriorSR
 from leukoscreen.model.imresize import rgb2ycbcr
@@ -30,6 +31,7 @@ TINY: dict[str, dict[str, Any]] = {
     "srcnn": {"num_features": 4},
     "vdsr": {"num_features": 4, "num_layers": 3},
     "srresnet": {"num_features": 4, "num_blocks": 1},
+    "gpsft": {"num_features": 4, "num_blocks": 1, "unet_widths": (4, 8), "condition_features": 4},
 }
 
 
@@ -118,7 +120,7 @@ def test_load_checkpoint_checks_arch_and_scale(tmp_path: Path) -> None:
 # upscale
 
 
-@pytest.mark.parametrize("arch", ["gp", "np", "srcnn", "vdsr", "srresnet"])
+@pytest.mark.parametrize("arch", ["gp", "np", "srcnn", "vdsr", "srresnet", "gpsft"])
 @pytest.mark.parametrize("scale", [4, 8])
 def test_upscale_shapes_and_dtypes(tmp_path: Path, arch: str, scale: int) -> None:
     upscaler = load_checkpoint(
@@ -127,7 +129,7 @@ def test_upscale_shapes_and_dtypes(tmp_path: Path, arch: str, scale: int) -> Non
     sr, parsing = upscaler.upscale(_lr(2, 5, 7))
     assert sr.shape == (2, 5 * scale, 7 * scale, 3)
     assert sr.dtype == np.uint8
-    if arch == "gp":
+    if arch in ("gp", "gpsft"):
         assert parsing is not None
         assert parsing.shape == (2, 5 * scale, 7 * scale)
         assert parsing.dtype == np.uint8
@@ -201,7 +203,7 @@ def test_upscale_of_an_empty_batch(tmp_path: Path, arch: str) -> None:
     sr, parsing = upscaler.upscale(np.zeros((0, 9, 7, 3), dtype=np.uint8))
     assert sr.shape == (0, 36, 28, 3)
     assert sr.dtype == np.uint8
-    if arch == "gp":
+    if arch in ("gp", "gpsft"):
         assert parsing is not None and parsing.shape == (0, 36, 28)
     else:
         assert parsing is None
@@ -273,3 +275,20 @@ def test_upscale_feeds_chroma_to_a_ycbcr_prior(tmp_path: Path) -> None:
     ycc = rgb2ycbcr(tinted.astype(np.float64) / 255.0)[0]
     for channel in range(3):  # a constant crop stays constant through the bicubic
         np.testing.assert_allclose(seen[0][0, channel].numpy(), ycc[0, 0, channel], atol=1e-5)
+
+
+def test_default_resolves_to_the_shipped_default_network() -> None:
+    manifest = read_manifest()
+    for scale in (4, 8):
+        for upscaler in (load_pretrained(scale=scale), load_pretrained("default", scale)):
+            assert upscaler.arch == DEFAULT_ARCH and upscaler.scale == scale
+            assert upscaler.checkpoint_sha256 == manifest[f"{DEFAULT_ARCH}_x{scale}"]["sha256"]
+            assert upscaler.has_prior  # the default gives parsing maps
+
+
+def test_untrained_gpsft_upscales_like_bicubic(tmp_path: Path) -> None:
+    # GP-SFT starts as MATLAB bicubic of Y (zero last layer), on the LR Y, Cb, Cr it reads
+    lr = _lr(2, 6, 5)
+    sft = load_checkpoint(_save(tmp_path / "w.pt", "gpsft", 4), device="cpu", precision="fp32")
+    bicubic = load_pretrained("bicubic", 4, device="cpu", precision="fp32")
+    assert np.abs(sft.upscale(lr)[0].astype(int) - bicubic.upscale(lr)[0].astype(int)).max() <= 1

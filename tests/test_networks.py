@@ -10,7 +10,11 @@ from torch import nn
 
 from leukoscreen.model.blocks import ResidualBlock
 from leukoscreen.model.gp import GeometryPriorSR
-from leukoscreen.model.networks import build_network
+import numpy as np
+
+from leukoscreen.model.gpsft import gflop_per_cell
+from leukoscreen.model.imresize import imresize
+from leukoscreen.model.networks import build_network, design_kwargs
 from leukoscreen.model.srcnn import SRCNN
 from leukoscreen.model.srresnet import SRResNet
 from leukoscreen.model.unet import PriorUNet
@@ -23,13 +27,20 @@ TINY: dict[str, dict[str, Any]] = {
     "srcnn": {"num_features": 8},
     "vdsr": {"num_features": 8, "num_layers": 4},
     "srresnet": {"num_features": 8, "num_blocks": 2},
+    "gpsft": {"num_features": 8, "num_blocks": 2, "unet_widths": (4, 8), "condition_features": 4},
 }
 ARCHS = tuple(TINY)
 
 
 def _tiny(arch: str, *, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return build_network(arch, scale=SCALE, **TINY[arch])
+    model = build_network(arch, scale=SCALE, **TINY[arch])
+    if arch == "gpsft":  # its SR head and SFT layers start at zero (bicubic): wake them up
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if not parameter.abs().sum() > 0:
+                    parameter.normal_(0, 0.1)
+    return model
 
 
 def _input(model: nn.Module, n: int, hr_rows: int, hr_cols: int) -> torch.Tensor:
@@ -37,6 +48,8 @@ def _input(model: nn.Module, n: int, hr_rows: int, hr_cols: int) -> torch.Tensor
     generator = torch.Generator().manual_seed(1)
     if getattr(model, "input_kind", "upsampled") == "lr":
         return torch.rand(n, 1, hr_rows // SCALE, hr_cols // SCALE, generator=generator)
+    if getattr(model, "input_kind", "upsampled") == "lr_ycbcr":
+        return torch.rand(n, 3, hr_rows // SCALE, hr_cols // SCALE, generator=generator)
     return torch.rand(n, 1, hr_rows, hr_cols, generator=generator)
 
 
@@ -49,7 +62,7 @@ def test_output_shapes(arch: str, rows: int, cols: int) -> None:
         sr, logits = model(_input(model, 2, rows, cols))
     assert sr.shape == (2, 1, rows, cols)
     assert sr.dtype == torch.float32
-    if arch == "gp":
+    if arch in ("gp", "gpsft"):
         assert logits is not None
         assert logits.shape == (2, 3, rows, cols)
     else:
@@ -71,8 +84,10 @@ def test_gradients_reach_every_parameter(arch: str) -> None:
     # Only the SR output: for GP the U-Net must be reached through the mask encoder too.
     sr.square().mean().backward()
     named = list(model.named_parameters())
-    if arch == "gp":
+    if arch in ("gp", "gpsft"):
         assert any(name.startswith("prior.") for name, _ in named)
+    # GP-SFT's parsing head only makes the map; the prior reaches SR through SFT
+    named = [(name, p) for name, p in named if not name.startswith("parsing_head.")]
     missing = [name for name, p in named if p.grad is None]
     assert not missing
     zero = [name for name, p in named if p.grad is not None and not p.grad.abs().sum() > 0]
@@ -249,3 +264,27 @@ def test_he_initialised_unet_keeps_the_signal_through_its_depth() -> None:
             stds[init] = PriorUNet(widths=(32, 64, 128, 256, 512), init=init)(x).std().item()
     assert stds["he"] > 0.2  # the parsing logits start with spread across the image
     assert stds["pytorch"] < stds["he"] / 5  # why the U-Net paper's initialisation is used
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_untrained_gpsft_is_exactly_matlab_bicubic(scale: int) -> None:
+    # the last convolution starts at zero, so training starts from the baseline it must beat
+    torch.manual_seed(0)
+    model = build_network("gpsft", scale=scale, **TINY["gpsft"]).eval()
+    lr = torch.rand(2, 3, 7, 9, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        sr, logits = model(lr)
+    assert sr.shape == (2, 1, 7 * scale, 9 * scale) and logits.shape == (2, 3, 7 * scale, 9 * scale)
+    for n in range(2):
+        expected = imresize(lr[n, 0].double().numpy(), float(scale))
+        np.testing.assert_allclose(sr[n, 0].numpy(), expected, atol=1e-5)
+    assert not np.allclose(sr[0, 0].numpy(), sr[1, 0].numpy())
+
+
+def test_gpsft_costs_a_fraction_of_the_paper_gp() -> None:
+    gp = build_network("gp", scale=8, **design_kwargs("gp"))
+    sft = {scale: build_network("gpsft", scale=scale) for scale in (4, 8)}
+    gp_gflop = gflop_per_cell(gp, scale=8)
+    assert 95 < gp_gflop < 100  # the paper's GP: a U-Net and 6 blocks at 224 x 224
+    assert gflop_per_cell(sft[4], scale=4) < gp_gflop / 8
+    assert gflop_per_cell(sft[8], scale=8) < gp_gflop / 20

@@ -407,3 +407,94 @@ def test_field_set_with_an_unknown_name_is_refused(tmp_path: Path) -> None:
     other = _bccd_like(tmp_path / "MyLab")
     with pytest.raises(DataError, match=r"MyLab: a boxed field set must be one of bccd"):
         read_samples(other)
+
+
+# ---------------------------------------------------------------------------------------------
+# GP-SFT, mask-less sources and fine-tuning (--init)
+
+TINY_SFT: dict[str, Any] = {
+    "num_features": 4,
+    "num_blocks": 1,
+    "unet_widths": (4, 8),
+    "condition_features": 4,
+    "head_width": 2,
+}
+SFT_CFG = replace(CFG, arch="gpsft", epochs=1, colour_augment=True, augment=True)
+
+
+def _train_sft(cfg: TrainConfig, data: Any, run_dir: Path, **kwargs: Any) -> TrainResult:
+    return train(
+        cfg, data=data, run_dir=run_dir, arch_kwargs=TINY_SFT, device="cpu", progress=False,
+        **kwargs,
+    )  # fmt: skip
+
+
+def test_prior_loss_is_zero_for_images_without_masks() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8)
+    onehot = torch.zeros(2, 3, 8, 8)
+    onehot[0, 0] = 1.0
+    per_image = prior_loss_per_image(logits, onehot, "sigmoid")
+    weight = torch.tensor([1.0, 0.0])  # image 1 has no mask
+    loss = (per_image * weight).sum() / weight.sum()
+    assert torch.isclose(loss, per_image[0])
+    logits.requires_grad_(True)
+    per_image = prior_loss_per_image(logits, onehot, "sigmoid")
+    ((per_image * weight).sum() / weight.sum()).backward()
+    assert logits.grad is not None
+    assert logits.grad[1].abs().max() == 0 and logits.grad[0].abs().max() > 0
+
+
+@pytest.fixture(scope="module")
+def sft_start(cells: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GP-SFT trained one epoch on masked cells: the weights fine-tuning starts from."""
+    result = _train_sft(SFT_CFG, cells, tmp_path_factory.mktemp("sft"))
+    assert result.epochs_done == 1 and "val_miou" in result.history[0]
+    return result.best_weights
+
+
+def test_gpsft_trains_on_a_mix_of_masked_and_mask_less_sources(
+    tmp_path: Path, cells: Path
+) -> None:
+    bccd = _bccd_like(tmp_path / "BCCD")
+    result = _train_sft(replace(SFT_CFG, hr_size_px=32), [cells, bccd], tmp_path / "run")
+    assert result.epochs_done == 1 and math.isfinite(result.history[0]["train_loss"])
+    assert load_weights(result.best_weights).arch == "gpsft"
+
+
+def test_fine_tuning_without_masks_keeps_the_parsing_part_and_moves_the_rest(
+    tmp_path: Path, sft_start: Path, write_cells: CellWriter
+) -> None:
+    lab = write_cells(tmp_path / "lab", masks=False)
+    before = load_weights(sft_start).model.state_dict()
+    cfg = replace(SFT_CFG, init=str(sft_start), lr=1e-2, lr_halve_every_epochs=0)
+    result = _train_sft(cfg, lab, tmp_path / "tuned")
+    after = load_weights(result.best_weights).model.state_dict()
+    prior = [k for k in before if k.split(".")[0] in ("prior", "condition", "parsing_head")]
+    rest = [k for k in before if k not in prior]
+    assert prior and rest
+    assert all(torch.equal(before[k], after[k]) for k in prior)
+    assert any(not torch.equal(before[k], after[k]) for k in rest)
+    # from scratch, the same mask-less folder cannot train a prior network
+    with pytest.raises(DataError, match="needs parsing masks to train from scratch"):
+        _train_sft(SFT_CFG, lab, tmp_path / "scratch")
+
+
+def test_fine_tuning_resumes_bit_identically(
+    tmp_path: Path, sft_start: Path, write_cells: CellWriter
+) -> None:
+    lab = write_cells(tmp_path / "lab", masks=False)
+    cfg = replace(SFT_CFG, init=str(sft_start), epochs=2, lr=1e-3)
+    straight = _train_sft(cfg, lab, tmp_path / "straight")
+    first = _train_sft(cfg, lab, tmp_path / "killed", stop_after_epochs=1)
+    assert first.epochs_done == 1
+    resumed = _train_sft(cfg, lab, tmp_path / "killed", resume=True)
+    assert _without_time(resumed.history) == _without_time(straight.history)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_init_of_another_arch_is_refused(tmp_path: Path, cells: Path, sft_start: Path) -> None:
+    with pytest.raises(UsageError, match=r"^--init .*: holds gpsft .*expected gp "):
+        _train(replace(CFG, init=str(sft_start)), cells, tmp_path / "run")
