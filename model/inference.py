@@ -61,16 +61,25 @@ class Upscaler:
         """Whether :meth:`upscale` returns parsing labels."""
         return self.arch in PRIOR_ARCHS
 
-    @torch.no_grad()
     def upscale(self, lr: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None]:
-        """Super-resolve a batch of RGB crops.
+        """Super-resolve a batch of RGB crops: :meth:`upscale_maps` without the confidence."""
+        sr, parsing, _ = self.upscale_maps(lr)
+        return sr, parsing
+
+    @torch.no_grad()
+    def upscale_maps(
+        self, lr: NDArray[np.uint8]
+    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None, NDArray[np.float32] | None]:
+        """Super-resolve a batch of RGB crops, with the parsing map and its confidence.
 
         Args:
             lr: (N, h, w, 3) uint8 RGB, any h, w >= 4.
 
         Returns:
-            ``sr`` (N, h*s, w*s, 3) uint8 RGB and ``parsing`` (N, h*s, w*s) uint8 labels
-            (0 background, 1 cytoplasm, 2 nucleus), or None for networks without a prior.
+            ``sr`` (N, h*s, w*s, 3) uint8 RGB, ``parsing`` (N, h*s, w*s) uint8 labels
+            (0 background, 1 cytoplasm, 2 nucleus) and ``confidence`` (N, h*s, w*s) float32,
+            the share of the winning class in the three sigmoid probabilities (1/3 to 1); both
+            None for networks without a prior.
         """
         lr = np.asarray(lr)
         if lr.ndim != 4 or lr.shape[-1] != 3 or lr.dtype != np.uint8:
@@ -80,13 +89,16 @@ class Upscaler:
             raise ValueError(f"lr crops must be at least {MIN_LR_SIDE_PX} px per side, got {h}x{w}")
         s = self.scale
         if n == 0:
-            return np.zeros((0, h * s, w * s, 3), np.uint8), (
-                np.zeros((0, h * s, w * s), np.uint8) if self.has_prior else None
+            empty = np.zeros((0, h * s, w * s), np.uint8) if self.has_prior else None
+            return (
+                np.zeros((0, h * s, w * s, 3), np.uint8),
+                empty,
+                None if empty is None else empty.astype(np.float32),
             )
         ycc = rgb2ycbcr(lr.astype(np.float64) / 255.0)  # (N, h, w, 3)
         stacked = ycc.transpose(1, 2, 0, 3).reshape(h, w, n * 3)  # resize all planes at once
         up = imresize(stacked, float(s)).reshape(h * s, w * s, n, 3).transpose(2, 0, 1, 3)
-        parsing = None
+        parsing, confidence = None, None
         if self.model is None:
             y = up[..., 0]
         else:
@@ -105,8 +117,11 @@ class Upscaler:
             if logits is not None:
                 # channel order (nucleus, cytoplasm, background) -> labels (2, 1, 0)
                 parsing = (2 - logits.float().argmax(dim=1)).to(torch.uint8).cpu().numpy()
+                probabilities = torch.sigmoid(logits.float())
+                share = probabilities.amax(dim=1) / probabilities.sum(dim=1)
+                confidence = share.cpu().numpy().astype(np.float32)
         out = ycbcr2rgb(np.concatenate([y[..., None], up[..., 1:]], axis=-1))
-        return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8), parsing
+        return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8), parsing, confidence
 
 
 def _bind(loaded: LoadedWeights, device: str, precision: str) -> Upscaler:

@@ -152,7 +152,7 @@ def describe_model(spec: ModelSpec) -> dict[str, Any]:
 
 def super_resolve(
     upscaler: Any, lr: np.ndarray, geometry: CropGeometry, *, cells_per_call: int = 0
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Super-resolve LR crops and trim the context margin.
 
     Args:
@@ -163,19 +163,38 @@ def super_resolve(
             0 feeds all N at once.
 
     Returns:
-        SR (N, H, W, 3) uint8 and parsing labels (N, H, W) uint8 or ``None``, with
+        SR (N, H, W, 3) uint8, parsing labels (N, H, W) uint8 and the parsing confidence (N,)
+        float32 of each cell (:func:`cell_confidence`), the last two ``None`` without a prior;
         ``H = W = geometry.hr_size_px``.
     """
     step = cells_per_call if cells_per_call > 0 else max(len(lr), 1)
-    srs, parsings = [], []
+    srs, parsings, confidences = [], [], []
     for start in range(0, max(len(lr), 1), step):
-        sr, parsing = upscaler.upscale(lr[start : start + step])
+        sr, parsing, confidence = upscaler.upscale_maps(lr[start : start + step])
         srs.append(trim_margin(sr, geometry.trim_px))
-        if parsing is not None:
-            parsings.append(trim_margin(parsing, geometry.trim_px))
+        if parsing is not None and confidence is not None:
+            labels = trim_margin(parsing, geometry.trim_px)
+            parsings.append(labels)
+            confidences.append(cell_confidence(labels, trim_margin(confidence, geometry.trim_px)))
     sr_all = np.ascontiguousarray(np.concatenate(srs))  # (N, H, W, 3)
-    parsing_all = np.ascontiguousarray(np.concatenate(parsings)) if parsings else None
-    return sr_all, parsing_all
+    if not parsings:
+        return sr_all, None, None
+    return sr_all, np.ascontiguousarray(np.concatenate(parsings)), np.concatenate(confidences)
+
+
+def cell_confidence(labels: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """(N,) float32 parsing confidence of each cell: the mean pixel confidence (the winning
+    class's share of the sigmoid probabilities, 1/3 to 1) over the pixels labelled cytoplasm or
+    nucleus; 0 where no pixel is labelled cell.
+
+    Args:
+        labels: (N, H, W) uint8 parsing labels.
+        confidence: (N, H, W) float32 pixel confidence.
+    """
+    cell = labels > 0
+    counts = cell.sum(axis=(1, 2))
+    sums = np.where(cell, confidence, 0.0).sum(axis=(1, 2))
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0).astype(np.float32)
 
 
 def sr_batch_task(
@@ -221,9 +240,9 @@ def sr_batch_task(
     with contextlib.nullcontext() if on_gpu else _CPU_SR_LOCK:
         t2 = time.perf_counter()
         per_call = 0 if on_gpu else cpu_cells_per_call
-        sr, parsing = super_resolve(upscaler, lr, geometry, cells_per_call=per_call)
+        sr, parsing, confidence = super_resolve(upscaler, lr, geometry, cells_per_call=per_call)
         t3 = time.perf_counter()
-    zstore.write_batch(Path(store_path), batch_index, sr, parsing, lr)
+    zstore.write_batch(Path(store_path), batch_index, sr, parsing, lr, confidence)
     t4 = time.perf_counter()
     return {
         "batch": batch_index,

@@ -56,6 +56,8 @@ TABLE_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
     "score": ("float32", ()),
     "batch": ("int64", ()),
 }
+CONFIDENCE = "parsing_confidence"
+"""The table column written with each batch by networks with a parsing map (``write_batch``)."""
 _TABLE_CHUNK_ROWS = 1 << 18  # 2 MiB of float64 per chunk: the table stays a few files
 
 
@@ -418,6 +420,7 @@ def write_cell_table(
     create("cells/sr", (n_cells, H, H, 3), (B, H, H, 3), "uint8", ["cell", "row", "col", "rgb"])
     if ident.has_prior:
         create("cells/parsing", (n_cells, H, H), (B, H, H), "uint8", ["cell", "row", "col"])
+        create(f"cells/table/{CONFIDENCE}", (n_cells,), (B,), "float32", ["cell"])
     create("cells/lr", (n_cells, h, h, 3), (B, h, h, 3), "uint8", ["cell", "row", "col", "rgb"])
     rows = max(1, min(n_cells, _TABLE_CHUNK_ROWS))
     for name, (dtype, tail) in TABLE_COLUMNS.items():
@@ -457,6 +460,7 @@ def write_batch(
     sr: np.ndarray,
     parsing: np.ndarray | None,
     lr: np.ndarray,
+    confidence: np.ndarray | None = None,
 ) -> None:
     """Write one batch's chunks, then mark the batch done (the only writer of those chunks).
 
@@ -466,6 +470,7 @@ def write_batch(
         sr: (n, H, W, 3) uint8 super-resolved cells.
         parsing: (n, H, W) uint8 labels, or ``None`` for a network without prior.
         lr: (n, h, w, 3) uint8 LR crops as fed to the network.
+        confidence: (n,) float32 parsing confidence of each cell (with ``parsing``).
 
     Raises:
         ValueError: shapes or dtypes that do not match the store, or a batch index out of range.
@@ -489,6 +494,11 @@ def write_batch(
         if parsing is None:
             raise ValueError("the store has cells/parsing but the batch has no parsing maps")
         _check_block("parsing", parsing, (n, *parsing_array.shape[1:]))
+    confidence_array = root.get(f"cells/table/{CONFIDENCE}")
+    if isinstance(confidence_array, zarr.Array):  # stores before it had no such column
+        if confidence is None or np.shape(confidence) != (n,):
+            raise ValueError(f"the store has a {CONFIDENCE} column; the batch needs ({n},) values")
+        confidence_array[start:stop] = np.asarray(confidence, dtype=np.float32)
     sr_array[start:stop] = sr
     if parsing_array is not None and parsing is not None:
         parsing_array[start:stop] = parsing
@@ -545,11 +555,15 @@ def finalize(path: Path, *, timings: Mapping[str, float]) -> None:
 
 
 def read_table(path: Path) -> dict[str, np.ndarray]:
-    """The cell table as a dict of numpy columns (``TABLE_COLUMNS``), in cell-id order."""
+    """The cell table as a dict of numpy columns (``TABLE_COLUMNS``, and ``parsing_confidence``
+    for a network with a parsing map, filled batch by batch), in cell-id order."""
     root = zarr.open_group(Path(path), mode="r")
+    names = list(TABLE_COLUMNS)
+    if isinstance(root.get(f"cells/table/{CONFIDENCE}"), zarr.Array):
+        names.append(CONFIDENCE)
     return {
         name: np.asarray(root[f"cells/table/{name}"][...])  # type: ignore[index]
-        for name in TABLE_COLUMNS
+        for name in names
     }
 
 

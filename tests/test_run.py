@@ -321,6 +321,13 @@ def test_run_example_slide_with_a_tiny_network(models, tmp_path) -> None:
     hit, total = _example_recall(out)
     assert hit >= 0.95 * total
     assert cells.sr.shape == (len(cells), HR, HR, 3)
+    # each cell's parsing confidence: the winning class's share over its cell pixels
+    confidence = cells.table["parsing_confidence"]
+    assert confidence.shape == (len(cells),) and confidence.dtype == np.float32
+    parsing = cells.parsing.compute()
+    has_cell = (parsing > 0).any(axis=(1, 2))
+    assert np.all(confidence[~has_cell] == 0)
+    assert np.all((confidence[has_cell] >= 1 / 3 - 1e-6) & (confidence[has_cell] <= 1))
 
 
 @pytest.mark.slow

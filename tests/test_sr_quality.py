@@ -110,7 +110,7 @@ def test_bicubic_sr_matches_its_footprint(synthetic: tuple[np.ndarray, np.ndarra
     )
     assert crops.shape == (4, 12, 12, 3)
     upscaler = load_pretrained("bicubic", SCALE, device="cpu")
-    sr, _ = super_resolve(upscaler, crops, GEOMETRY)
+    sr, _, _ = super_resolve(upscaler, crops, GEOMETRY)
     assert sr.shape == (4, 32, 32, 3)
     hr_row0, hr_col0 = hr_footprint(ROWS, COLS, GEOMETRY)
     for i in range(len(ROWS)):
@@ -128,7 +128,7 @@ def test_off_by_one_lr_pixel_is_detected(synthetic: tuple[np.ndarray, np.ndarray
     hr, lr = synthetic
     rows, cols = np.array([20.5]), np.array([30.0])
     crops = read_crops(ArrayReader(lr), rows, cols, size_px=8, margin_px=2)
-    sr, _ = super_resolve(load_pretrained("bicubic", SCALE, device="cpu"), crops, GEOMETRY)
+    sr, _, _ = super_resolve(load_pretrained("bicubic", SCALE, device="cpu"), crops, GEOMETRY)
     right = hr_footprint(rows, cols, GEOMETRY)
     wrong_row0 = (int(np.round(20.5)) - 4) * SCALE  # 64, the footprint of an LR row too high
     assert int(right[0][0]) == 68

@@ -55,12 +55,13 @@ def make_table(n: int, batch_size: int = B) -> dict[str, np.ndarray]:
     }
 
 
-def batch_pixels(batch: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Recognisable blocks: every value encodes the batch (and the cell for SR)."""
+def batch_pixels(batch: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Recognisable blocks: every value encodes the batch (and the cell for SR and confidence)."""
     sr = np.zeros((n, H, H, 3), np.uint8) + (10 * (batch + 1) + np.arange(n))[:, None, None, None]
     parsing = np.full((n, H, H), batch % 3, np.uint8)
     lr = np.full((n, LR, LR, 3), 200 + batch, np.uint8)
-    return sr.astype(np.uint8), parsing, lr
+    confidence = (0.5 + 0.1 * batch + 0.01 * np.arange(n)).astype(np.float32)
+    return sr.astype(np.uint8), parsing, lr, confidence
 
 
 def new_store(tmp_path: Path, n: int, identity: store.StoreIdentity = IDENTITY) -> Path:
@@ -123,9 +124,12 @@ def test_cell_arrays_are_chunked_one_batch_per_chunk(tmp_path: Path) -> None:
 
 def test_write_batch_fills_only_its_cells_then_marks_done(tmp_path: Path) -> None:
     path = new_store(tmp_path, 10)
-    sr, parsing, lr = batch_pixels(2, 2)  # the short last batch: cells 8, 9
-    store.write_batch(path, 2, sr, parsing, lr)
+    sr, parsing, lr, confidence = batch_pixels(2, 2)  # the short last batch: cells 8, 9
+    store.write_batch(path, 2, sr, parsing, lr, confidence)
     np.testing.assert_array_equal(store.read_done(path), [False, False, True])
+    column = store.read_table(path)["parsing_confidence"]
+    np.testing.assert_array_equal(column, np.float32([0] * 8 + [0.7, 0.71]))
+    assert column.dtype == np.float32
     root = zarr.open_group(path, mode="r")
     np.testing.assert_array_equal(root["cells/sr"][8:10], sr)
     np.testing.assert_array_equal(root["cells/parsing"][8:10], parsing)
@@ -144,11 +148,18 @@ def test_write_batch_rejects_wrong_blocks(tmp_path: Path, batch: int, n: int, me
     assert not store.read_done(path).any()
 
 
+def test_store_without_prior_has_no_confidence_column(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 3, replace(IDENTITY, arch="np", has_prior=False))
+    assert "parsing_confidence" not in store.read_table(path)
+
+
 def test_write_batch_needs_parsing_when_the_store_has_it(tmp_path: Path) -> None:
     path = new_store(tmp_path, 4)
-    sr, _, lr = batch_pixels(0, 4)
+    sr, _, lr, confidence = batch_pixels(0, 4)
     with pytest.raises(ValueError, match="has cells/parsing"):
-        store.write_batch(path, 0, sr, None, lr)
+        store.write_batch(path, 0, sr, None, lr, confidence)
+    with pytest.raises(ValueError, match=r"parsing_confidence column; the batch needs \(4,\)"):
+        store.write_batch(path, 0, *batch_pixels(0, 4)[:3])
 
 
 def _write_one(args: tuple[str, int, int]) -> int:
@@ -167,7 +178,7 @@ def test_concurrent_writers_of_different_batches_lose_nothing(tmp_path: Path) ->
     root = zarr.open_group(path, mode="r")
     for b in range(5):
         start, stop = store.batch_bounds(b, n, B)
-        sr, _, lr = batch_pixels(b, stop - start)
+        sr, _, lr, _ = batch_pixels(b, stop - start)
         np.testing.assert_array_equal(root["cells/sr"][start:stop], sr)
         np.testing.assert_array_equal(root["cells/lr"][start:stop], lr)
 
@@ -198,7 +209,8 @@ def test_open_cells_is_lazy_and_returns_what_was_written(tmp_path: Path) -> None
     cells = store.open_cells(path)
     assert isinstance(cells.sr, da.Array) and isinstance(cells.parsing, da.Array)
     assert cells.sr.chunks[0] == (4, 4, 2) and len(cells) == 10
-    sr, parsing, lr = batch_pixels(1, 4)
+    sr, parsing, lr, confidence = batch_pixels(1, 4)
+    np.testing.assert_array_equal(cells.table["parsing_confidence"][4:8], confidence)
     np.testing.assert_array_equal(cells.sr[4:8].compute(), sr)
     np.testing.assert_array_equal(cells.parsing[4:8].compute(), parsing)
     np.testing.assert_array_equal(cells.lr[4:8].compute(), lr)
@@ -235,7 +247,7 @@ def test_zero_cells_make_a_complete_store_of_empty_arrays(tmp_path: Path) -> Non
 def test_network_without_prior_has_no_parsing_array(tmp_path: Path) -> None:
     identity = replace(IDENTITY, arch="np", has_prior=False)
     path = new_store(tmp_path, 3, identity)
-    sr, _, lr = batch_pixels(0, 3)
+    sr, _, lr, _ = batch_pixels(0, 3)
     store.write_batch(path, 0, sr, None, lr)
     store.finalize(path, timings={})
     cells = store.open_cells(path)
@@ -317,7 +329,7 @@ def test_cell_dataset_items(tmp_path: Path) -> None:
     dataset = CellDataset(path)
     assert len(dataset) == 10
     item = dataset[5]  # batch 1, offset 1
-    sr, parsing, lr = batch_pixels(1, 4)
+    sr, parsing, lr, _ = batch_pixels(1, 4)
     assert item["sr"].shape == (3, H, H) and item["sr"].dtype == torch.uint8
     np.testing.assert_array_equal(item["sr"].numpy(), sr[1].transpose(2, 0, 1))
     np.testing.assert_array_equal(item["parsing"].numpy(), parsing[1])
