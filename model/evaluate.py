@@ -55,7 +55,7 @@ from leukoscreen.model.data import Sample, SRDataset, fit_to_size
 from leukoscreen.model.errors import CheckpointError, UsageError
 from leukoscreen.model.imresize import imresize, rgb2ycbcr, ycbcr2rgb
 from leukoscreen.model.inference import colour_parsing
-from leukoscreen.model.metrics import parsing_scores, psnr, ssim
+from leukoscreen.model.metrics import PROXY_KEYS, parsing_proxies, parsing_scores, psnr, ssim
 from leukoscreen.model.networks import METHOD_NAMES
 from leukoscreen.model.train import (
     autocast,
@@ -128,6 +128,17 @@ class ParsingScore:
     method: str = "gp"
 
 
+@dataclass(frozen=True)
+class ProxyScore:
+    """Mask-free measures of a parsing map on one image (``metrics.parsing_proxies``)."""
+
+    image_id: str
+    source: str
+    scale: int
+    method: str
+    scores: dict[str, float]
+
+
 @dataclass
 class Table:
     """Everything one evaluation measured; aggregates, markdown, CSV and JSON are views of it.
@@ -151,6 +162,20 @@ class Table:
     weights: dict[str, dict[str, Any]]
     meta: dict[str, Any]
     figures: dict[int, NDArray[np.uint8]] = field(default_factory=dict, repr=False)
+    proxies: list[ProxyScore] = field(default_factory=list)
+
+    def proxy_mean(self, scale: int, method: str, source: str = "all") -> dict[str, Any]:
+        """Mean mask-free parsing measures of ``method`` at ``scale`` ({} when none)."""
+        picked = [
+            p.scores
+            for p in self.proxies
+            if p.scale == scale and p.method == method and source in ("all", p.source)
+        ]
+        if not picked:
+            return {}
+        means: dict[str, Any] = {k: float(np.mean([p[k] for p in picked])) for k in PROXY_KEYS}
+        means["n_images"] = len(picked)
+        return means
 
     def sources(self) -> list[str]:
         """``all`` followed by each source when there are several."""
@@ -242,6 +267,13 @@ class Table:
             "weights": self.weights,
             "results": self.rows(),
             "parsing": parsing,
+            "parsing_proxies": [
+                {"scale": scale, "method": method, "source": source, **means}
+                for scale in self.scales
+                for method in self.methods
+                for source in self.sources()
+                if (means := self.proxy_mean(scale, method, source))
+            ],
             "paper_table2": {str(k): v for k, v in PAPER_TABLE2.items()},
         }
 
@@ -418,6 +450,7 @@ def evaluate_methods(
 
     images: list[ImageScore] = []
     parsing: list[ParsingScore] = []
+    proxies: list[ProxyScore] = []
     missing: list[str] = []
     weights: dict[str, dict[str, Any]] = {}
     figure_maps: dict[int, NDArray[np.uint8]] = {}
@@ -454,6 +487,19 @@ def evaluate_methods(
                     )
                 )
                 predicted = labels[index]
+                if predicted is not None:
+                    hr_rgb, _ = fit_to_size(sample.rgb, dataset.sizes[index])
+                    proxies.append(
+                        ProxyScore(
+                            sample.image_id,
+                            sample.source,
+                            scale,
+                            method,
+                            parsing_proxies(
+                                predicted[:rows, :cols], hr_rgb[:rows, :cols]
+                            ),
+                        )
+                    )
                 if method in PRIOR_ARCHS and sample.labels is not None and predicted is not None:
                     expert, _ = fit_to_size(sample.labels, dataset.sizes[index])
                     parsing.append(
@@ -503,6 +549,7 @@ def evaluate_methods(
         methods=methods,
         images=images,
         parsing=parsing,
+        proxies=proxies,
         missing=missing,
         weights=weights,
         meta=meta,
@@ -694,6 +741,31 @@ def _markdown(table: Table) -> str:
                     lines.append(
                         f"| {scale}× | {source} | {p['n_masks']} | " + " | ".join(cells) + " |"
                     )
+
+    proxy_methods = [m for m in table.methods if any(p.method == m for p in table.proxies)]
+    if proxy_methods:
+        lines += [
+            "",
+            "### Parsing maps without expert masks (proxies, `metrics.parsing_proxies`)",
+            "",
+            "Outer strip: share of the outer 16 px labelled cell; centre: share of cells whose "
+            "nucleus covers >= 10 % of the central 64 x 64 px; stain IoU: predicted nucleus vs "
+            "the haematoxylin (colour deconvolution) nucleus.",
+            "",
+            "| scale | method | source | images | outer strip cell | nucleus in centre | "
+            "nucleus IoU (stain) |",
+            "|---|---|---|---:|---:|---:|---:|",
+        ]
+        for scale in table.scales:
+            for method in proxy_methods:
+                for source in table.sources():
+                    q = table.proxy_mean(scale, method, source)
+                    if q:
+                        lines.append(
+                            f"| {scale}× | {METHOD_NAMES[method]} | {source} | {q['n_images']} | "
+                            f"{q['outer_strip_cell']:.3f} | {q['nucleus_in_centre']:.3f} | "
+                            f"{q['nucleus_iou_stain']:.3f} |"
+                        )
 
     if len(table.sources()) > 1:
         lines += [

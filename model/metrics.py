@@ -89,3 +89,74 @@ def parsing_scores(
     scores["miou"] = float(np.mean([scores[f"iou_{n}"] for n in PARSING_CLASSES.values()]))
     scores["mdice"] = float(np.mean([scores[f"dice_{n}"] for n in PARSING_CLASSES.values()]))
     return scores
+
+
+PROXY_KEYS = ("outer_strip_cell", "nucleus_in_centre", "nucleus_iou_stain")
+"""What :func:`parsing_proxies` returns: the parsing measures that need no expert mask."""
+
+
+def stain_nucleus_mask(rgb: NDArray[np.uint8], *, centre_px: int = 64) -> NDArray[np.bool_]:
+    """A nucleus mask from the stain alone: haematoxylin by colour deconvolution.
+
+    The haematoxylin channel of ``skimage.color.rgb2hed`` (Ruifrok and Johnston 2001) is
+    thresholded by Otsu's method over the image; small specks (< 0.5 % of the image) are dropped
+    and only the components that reach the central ``centre_px`` square are kept (the cell is
+    centred, a neighbour's nucleus is not). A proxy, not ground truth: on segmentation_WBC it
+    is scored against the expert nuclei (``docs/model-card.md``).
+
+    Args:
+        rgb: (H, W, 3) uint8 HR cell image.
+    """
+    from skimage.color import rgb2hed
+    from skimage.filters import threshold_otsu
+    from skimage.measure import label
+
+    haematoxylin = rgb2hed(rgb)[..., 0]
+    if np.ptp(haematoxylin) == 0:
+        return np.zeros(rgb.shape[:2], dtype=bool)
+    mask = haematoxylin > threshold_otsu(haematoxylin)
+    components = label(mask)
+    sizes = np.bincount(components.ravel())
+    height, width = mask.shape
+    top, left = max(0, (height - centre_px) // 2), max(0, (width - centre_px) // 2)
+    central = np.unique(components[top : top + centre_px, left : left + centre_px])
+    keep = np.zeros(len(sizes), dtype=bool)
+    keep[central] = True
+    keep[0] = False
+    keep &= sizes >= 0.005 * mask.size
+    return keep[components]
+
+
+def parsing_proxies(
+    labels: NDArray[np.integer],
+    rgb: NDArray[np.uint8],
+    *,
+    strip_px: int = 16,
+    centre_px: int = 64,
+    min_centre_nucleus: float = 0.10,
+) -> dict[str, float]:
+    """Measures of a parsing map on a cell without an expert mask.
+
+    Returns:
+        ``outer_strip_cell``: share of the outer ``strip_px`` frame labelled cytoplasm or
+        nucleus (a centred leukocyte crop has plasma and red cells there); ``nucleus_in_centre``:
+        1.0 when the nucleus covers at least ``min_centre_nucleus`` of the central ``centre_px``
+        square, else 0.0; ``nucleus_iou_stain``: IoU of the predicted nucleus with
+        :func:`stain_nucleus_mask` (1.0 when both are empty).
+    """
+    labels = np.asarray(labels)
+    frame = np.ones(labels.shape, dtype=bool)
+    frame[strip_px:-strip_px, strip_px:-strip_px] = False
+    height, width = labels.shape
+    top, left = max(0, (height - centre_px) // 2), max(0, (width - centre_px) // 2)
+    centre = labels[top : top + centre_px, left : left + centre_px]
+    nucleus = labels == 2
+    stain = stain_nucleus_mask(rgb, centre_px=centre_px)
+    union = np.count_nonzero(nucleus | stain)
+    return {
+        "outer_strip_cell": float(np.mean(labels[frame] > 0)),
+        "nucleus_in_centre": float(np.mean(centre == 2) >= min_centre_nucleus),
+        "nucleus_iou_stain": (
+            float(np.count_nonzero(nucleus & stain) / union) if union else 1.0
+        ),
+    }

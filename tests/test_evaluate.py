@@ -173,6 +173,12 @@ def test_table_files_with_masks(masked: Path, tiny_gp: Path, tmp_path: Path) -> 
     assert doc["paper_table2"]["8"]["gp"] == {"psnr": 34.9352, "ssim": 0.9572}
     assert [p["source"] for p in doc["parsing"]] == ["all"]
     assert doc["missing"] == []
+    # the mask-free parsing measures, per image of the network with a parsing map
+    assert {(p.method, p.scale) for p in table.proxies} == {("gp", 4)}
+    assert len(table.proxies) == table.parsing_mean(4)["n_masks"]
+    (proxy,) = doc["parsing_proxies"]
+    assert proxy["method"] == "gp" and proxy["n_images"] == len(table.proxies)
+    assert 0 <= proxy["outer_strip_cell"] <= 1 and 0 <= proxy["nucleus_iou_stain"] <= 1
 
     markdown = (out / "table2.md").read_text(encoding="utf-8")
     assert "| | | Bicubic | Ours (GP) |" in markdown

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from leukoscreen.model.metrics import parsing_scores, psnr, ssim
+from leukoscreen.model.metrics import (
+    parsing_proxies,
+    parsing_scores,
+    psnr,
+    ssim,
+    stain_nucleus_mask,
+)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -123,3 +129,36 @@ def test_parsing_scores_perfect_and_absent_classes() -> None:
 def test_parsing_scores_shape_mismatch() -> None:
     with pytest.raises(ValueError, match=r"\(3, 3\) vs \(3, 4\)"):
         parsing_scores(np.zeros((3, 3)), np.zeros((3, 4)))
+
+
+def _stained_cell(side: int = 128, radius: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A pink field with a purple nucleus disc in the centre and a pale ring of cytoplasm."""
+    rows, cols = np.mgrid[:side, :side]
+    distance = np.hypot(rows - side / 2 + 0.5, cols - side / 2 + 0.5)
+    rgb = np.empty((side, side, 3), np.uint8)
+    rgb[:] = (235, 200, 210)  # plasma / red-cell pink
+    rgb[distance < 1.8 * radius] = (215, 190, 220)  # cytoplasm
+    rgb[distance < radius] = (90, 50, 140)  # haematoxylin-dark nucleus
+    labels = np.zeros((side, side), np.uint8)
+    labels[distance < 1.8 * radius] = 1
+    labels[distance < radius] = 2
+    return rgb, labels
+
+
+def test_stain_nucleus_mask_finds_the_dark_centre_only() -> None:
+    rgb, labels = _stained_cell()
+    rgb[5:25, 5:25] = (90, 50, 140)  # a neighbour's nucleus in the corner: not this cell's
+    mask = stain_nucleus_mask(rgb)
+    nucleus = labels == 2
+    assert np.count_nonzero(mask & nucleus) / np.count_nonzero(mask | nucleus) > 0.95
+    assert not mask[5:25, 5:25].any()
+
+
+def test_parsing_proxies_of_a_good_and_a_flooding_map() -> None:
+    rgb, labels = _stained_cell()
+    good = parsing_proxies(labels, rgb)
+    assert good["outer_strip_cell"] == 0.0 and good["nucleus_in_centre"] == 1.0
+    assert good["nucleus_iou_stain"] > 0.95
+    flooded = np.ones_like(labels)  # everything cytoplasm: no nucleus, cell to the border
+    bad = parsing_proxies(flooded, rgb)
+    assert bad == {"outer_strip_cell": 1.0, "nucleus_in_centre": 0.0, "nucleus_iou_stain": 0.0}
