@@ -12,6 +12,9 @@ Variants:
 * ``fp32``: eager, contiguous (NCHW) tensors, no autocast -- the baseline;
 * ``bf16_cl``: eager, weights and input in ``channels_last``, ``torch.autocast(bfloat16)`` -- what
   ``leukoscreen.model.inference`` uses on CPUs with AMX/AVX-512 bf16 and on CUDA;
+* ``gpsft_x4_bf16_cl``, ``gpsft_x8_bf16_cl``: GP-SFT (``leukoscreen.model.gpsft``) at x4 and
+  x8 the same way, on the LR Y, Cb, Cr it reads (56 x 56 and 28 x 28 for a 224 x 224 cell);
+  ``ratio_gpsft_x*_vs_bf16_cl`` is its speed-up over the paper's GP in the same run;
 * ``bf16_cl_compiled`` (``--compile``): the same under ``torch.compile`` (inductor); its compile
   time shows in ``first_call_s`` (each new batch size compiles again).
 
@@ -65,6 +68,16 @@ def make_variants(
             return cl_model(x.contiguous(memory_format=torch.channels_last))
 
     variants: dict[str, Callable[[torch.Tensor], Any]] = {"fp32": fp32, "bf16_cl": bf16_cl}
+    for scale in (4, 8):
+        sft = build_network("gpsft", scale=scale).to(device).eval()
+        sft = sft.to(memory_format=torch.channels_last)
+
+        def gpsft_bf16_cl(x: torch.Tensor, model: Any = sft, step: int = scale) -> Any:
+            lr = x[:, :, ::step, ::step].contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return model(lr)
+
+        variants[f"gpsft_x{scale}_bf16_cl"] = gpsft_bf16_cl
     if compile_model:
         compiled = torch.compile(cl_model)
 
@@ -115,6 +128,10 @@ def bench_batch(
             "times_s": [round(v, 4) for v in values],
         }
     for name in variants:
+        if name.startswith("gpsft"):
+            result[f"ratio_{name}_vs_bf16_cl"] = round(
+                result[name]["cells_per_s"] / result["bf16_cl"]["cells_per_s"], 3
+            )
         if name != "fp32":
             result[f"ratio_{name}_vs_fp32"] = round(
                 result[name]["cells_per_s"] / result["fp32"]["cells_per_s"], 3

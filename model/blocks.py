@@ -65,3 +65,10 @@ def he_init_(module: nn.Module) -> None:
             )
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
+
+
+def zero_init_(layer: nn.Conv2d) -> None:
+    """Zero a convolution's weights and bias: a residual branch that starts as nothing."""
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)

@@ -380,10 +380,19 @@ class ColourJitter:
     brightness: float = 1.0
 
 
-COLOUR_RANGES = {"density": (0.7, 1.35), "mixing": 0.08, "tint": (0.9, 1.05), "brightness": (0.88, 1.06)}
-"""Ranges of :func:`colour_jitters`: uniform density, per-entry mixing offsets +-, per-channel
-tint and brightness. Wide enough to span the backgrounds from blue to yellow and the pale to
-dark stains of the field sources (``docs/model-card.md``), not fitted to any one of them."""
+@dataclass(frozen=True)
+class ColourRanges:
+    """Ranges :func:`colour_jitters` draws from, uniformly: ``density``, each entry of the
+    ``mixing`` offset from the identity (+-), each channel's ``tint`` and ``brightness``.
+    Generic ranges chosen before training, not fitted to any source."""
+
+    density: tuple[float, float] = (0.7, 1.35)
+    mixing: float = 0.08
+    tint: tuple[float, float] = (0.9, 1.05)
+    brightness: tuple[float, float] = (0.88, 1.06)
+
+
+COLOUR_RANGES = ColourRanges()
 
 
 def colour_jitters(
@@ -397,14 +406,15 @@ def colour_jitters(
         if rng.random() < identity_share:
             jitters.append(ColourJitter())
             continue
-        low, high = COLOUR_RANGES["density"]
-        mixing = np.eye(3) + rng.uniform(-1, 1, (3, 3)) * COLOUR_RANGES["mixing"]
+        ranges = COLOUR_RANGES
+        mixing = np.eye(3) + rng.uniform(-1, 1, (3, 3)) * ranges.mixing
+        red, green, blue = (float(v) for v in rng.uniform(*ranges.tint, 3))
         jitters.append(
             ColourJitter(
-                density=float(rng.uniform(low, high)),
+                density=float(rng.uniform(*ranges.density)),
                 mixing=tuple(tuple(float(v) for v in row) for row in mixing),
-                tint=tuple(float(v) for v in rng.uniform(*COLOUR_RANGES["tint"], 3)),  # type: ignore[arg-type]
-                brightness=float(rng.uniform(*COLOUR_RANGES["brightness"])),
+                tint=(red, green, blue),
+                brightness=float(rng.uniform(*ranges.brightness)),
             )
         )
     return jitters
@@ -438,9 +448,9 @@ def colour_augment(
     od = -torch.log(rgb)
     mixing = torch.tensor([j.mixing for j in jitters], dtype=torch.float64)  # (N, 3, 3)
     density = torch.tensor([j.density for j in jitters], dtype=torch.float64)[:, None, None, None]
-    gain = torch.tensor(
-        [[t * j.brightness for t in j.tint] for j in jitters], dtype=torch.float64
-    )[:, :, None, None]
+    gain = torch.tensor([[t * j.brightness for t in j.tint] for j in jitters], dtype=torch.float64)[
+        :, :, None, None
+    ]
     recoloured = (gain * torch.exp(-density * torch.einsum("nck,nkhw->nchw", mixing, od))).clamp(
         0, 1
     )

@@ -211,16 +211,12 @@ class Table:
                     rows.append(row)
         return rows
 
-    def parsing_mean(
-        self, scale: int, source: str = "all", method: str = "gp"
-    ) -> dict[str, Any]:
+    def parsing_mean(self, scale: int, source: str = "all", method: str = "gp") -> dict[str, Any]:
         """Mean parsing scores of ``method`` at ``scale`` over images with masks ({} if none)."""
         picked = [
             p.scores
             for p in self.parsing
-            if p.scale == scale
-            and p.method == method
-            and (source == "all" or p.source == source)
+            if p.scale == scale and p.method == method and (source == "all" or p.source == source)
         ]
         if not picked:
             return {}
@@ -495,9 +491,7 @@ def evaluate_methods(
                             sample.source,
                             scale,
                             method,
-                            parsing_proxies(
-                                predicted[:rows, :cols], hr_rgb[:rows, :cols]
-                            ),
+                            parsing_proxies(predicted[:rows, :cols], hr_rgb[:rows, :cols]),
                         )
                     )
                 if method in PRIOR_ARCHS and sample.labels is not None and predicted is not None:

@@ -24,10 +24,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from leukoscreen.model.blocks import LEAKY_SLOPE, ConvLReLU, conv3x3
+from leukoscreen.model.blocks import LEAKY_SLOPE, ConvLReLU, conv3x3, zero_init_
 from leukoscreen.model.imresize import resize_matrix
 from leukoscreen.model.unet import PriorUNet
 
@@ -72,9 +71,8 @@ class SFTResidualBlock(nn.Module):
         super().__init__()
         self.gamma = nn.Conv2d(condition_features, num_features, kernel_size=1)
         self.beta = nn.Conv2d(condition_features, num_features, kernel_size=1)
-        for layer in (self.gamma, self.beta):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        zero_init_(self.gamma)  # SFT starts as the identity
+        zero_init_(self.beta)
         self.body = nn.Sequential(
             ConvLReLU(num_features, num_features), conv3x3(num_features, num_features)
         )
@@ -149,8 +147,7 @@ class GeometryPriorSFT(nn.Module):
         )
         self.trunk_out = conv3x3(num_features, num_features)
         self.sr_head = SubPixelHead(num_features, 1, scale, head_width)
-        nn.init.zeros_(self.sr_head.out.weight)  # the untrained network is bicubic
-        nn.init.zeros_(self.sr_head.out.bias)
+        zero_init_(self.sr_head.out)  # the untrained network is bicubic
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = x[:, :1]  # (N, 1, h, w) LR luminance

@@ -156,7 +156,5 @@ def parsing_proxies(
     return {
         "outer_strip_cell": float(np.mean(labels[frame] > 0)),
         "nucleus_in_centre": float(np.mean(centre == 2) >= min_centre_nucleus),
-        "nucleus_iou_stain": (
-            float(np.count_nonzero(nucleus & stain) / union) if union else 1.0
-        ),
+        "nucleus_iou_stain": (float(np.count_nonzero(nucleus & stain) / union) if union else 1.0),
     }

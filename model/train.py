@@ -235,8 +235,11 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UsageError(
             f"--scale: expected one of {', '.join(map(str, SCALES))}, got {cfg.scale!r}"
         )
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise UsageError(f"epochs and batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.mask_repeat < 1:
+        raise UsageError(
+            "epochs, batch_size and mask_repeat must be >= 1, got "
+            f"{cfg.epochs}, {cfg.batch_size}, {cfg.mask_repeat}"
+        )
 
 
 def _batches(dataset: SRDataset, cfg: TrainConfig, epoch: int) -> Iterator[list[int]]:
@@ -298,7 +301,9 @@ def train(
             f"{where}: arch {cfg.arch!r} needs parsing masks to train from scratch; none found "
             "(fine-tuning with --init works without masks)"
         )
-    train_set = SRDataset(parts["train"], scale=cfg.scale, hr_size_px=cfg.hr_size_px)
+    masked = [s for s in parts["train"] if s.labels is not None]
+    shown = parts["train"] + masked * (cfg.mask_repeat - 1)
+    train_set = SRDataset(shown, scale=cfg.scale, hr_size_px=cfg.hr_size_px)
     val_set = SRDataset(parts["val"], scale=cfg.scale, hr_size_px=cfg.hr_size_px)
 
     model = build_network(cfg.arch, scale=cfg.scale, **arch_kwargs)

@@ -237,6 +237,14 @@ def train_cmd(
             show_default=False,
         ),
     ] = None,
+    mask_repeat: Annotated[
+        int | None,
+        typer.Option(
+            help="Show each image that has a parsing mask this many times per epoch (when "
+            "mask-less sources outnumber the masked ones). [default: 1]",
+            show_default=False,
+        ),
+    ] = None,
     lr_halve_every: Annotated[
         int | None,
         typer.Option(help="Halve the learning rate every this many epochs (paper: 10; 0: never)."),
@@ -291,6 +299,7 @@ def train_cmd(
             "train.seed": seed,
             "train.augment": augment,
             "train.colour_augment": colour_augment,
+            "train.mask_repeat": mask_repeat,
             "train.lr_halve_every_epochs": lr_halve_every,
         },
     ).train
@@ -324,8 +333,10 @@ def evaluate_cmd(
     data: Annotated[
         Path,
         typer.Option(
-            help="segmentation_WBC root (its test split is evaluated) or any folder of HR images "
-            "with optional <stem>_mask.png masks (all of its images are evaluated)."
+            help="segmentation_WBC root or a field set with leukocyte boxes (BCCD, DeepBioNet, "
+            "draaslan: its boxed cells cropped; the test part of the source's fixed split is "
+            "evaluated), or any folder of HR images with optional <stem>_mask.png masks (all of "
+            "its images are evaluated)."
         ),
     ] = Path("../shared/data/segmentation_WBC"),
     method: Annotated[
@@ -333,8 +344,8 @@ def evaluate_cmd(
         typer.Option(
             "--method",
             metavar="NAME",
-            help="Method to run: bicubic, srcnn, vdsr, srresnet, np or gp; repeatable. Default: "
-            "all, reporting those without shipped weights as n/a.",
+            help="Method to run: bicubic, srcnn, vdsr, srresnet, np, gp or gpsft; repeatable. "
+            "Default: all, reporting those without shipped weights as n/a.",
         ),
     ] = None,
     checkpoint: Annotated[

@@ -138,11 +138,15 @@ def test_train_default_run_folder(
     [
         (
             ["--arch", "nope"],
-            "leukoscreen: error: --arch: expected one of gp, np, srcnn, vdsr, srresnet, gpsft, got 'nope'",
+            "leukoscreen: error: --arch: expected one of gp, np, srcnn, vdsr, srresnet, gpsft, "
+            "got 'nope'",
         ),
         (["--scale", "3"], "leukoscreen: error: --scale: expected one of 4, 8, got 3"),
         (["--scale", "four"], "leukoscreen: Invalid value for '--scale': "),
-        (["--epochs", "0"], "leukoscreen: error: epochs and batch_size must be >= 1, got 0, 8"),
+        (
+            ["--epochs", "0"],
+            "leukoscreen: error: epochs, batch_size and mask_repeat must be >= 1, got 0, 8, 1",
+        ),
     ],
     ids=["arch", "scale", "scale-not-int", "epochs"],
 )

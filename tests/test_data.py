@@ -12,16 +12,16 @@ import skimage.io
 import torch
 
 from leukoscreen.model.data import (
-    COLOUR_RANGES,
-    ColourJitter,
-    colour_augment,
-    colour_jitters,
     BACKGROUND,
+    COLOUR_RANGES,
     CYTOPLASM,
     NUCLEUS,
+    ColourJitter,
     Sample,
     SRDataset,
     augment,
+    colour_augment,
+    colour_jitters,
     dihedral_codes,
     fit_to_size,
     mask_to_labels,
@@ -465,7 +465,7 @@ def test_colour_jitters_depend_on_seed_epoch_and_image_only() -> None:
     many = colour_jitters(range(200), seed=0, epoch=0)
     identity = sum(j == ColourJitter() for j in many)
     assert 20 < identity < 60  # about identity_share = 0.2 keep their colours
-    low, high = COLOUR_RANGES["density"]
+    low, high = COLOUR_RANGES.density
     assert all(low <= j.density <= high for j in many if j != ColourJitter())
 
 

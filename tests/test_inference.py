@@ -253,7 +253,7 @@ def test_shipped_weights_pass_their_sha_check(arch_scale: tuple[str, int] | None
     assert upscaler.checkpoint_sha256 == sha == checkpoint.sha256_file(path)
     sr, parsing = upscaler.upscale(_lr(1, 8, 8))
     assert sr.shape == (1, 8 * scale, 8 * scale, 3)
-    assert (parsing is not None) == (arch == "gp")
+    assert (parsing is not None) == (arch in ("gp", "gpsft"))
 
 
 def test_upscale_feeds_chroma_to_a_ycbcr_prior(tmp_path: Path) -> None:

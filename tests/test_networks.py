@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from leukoscreen.model.blocks import ResidualBlock
 from leukoscreen.model.gp import GeometryPriorSR
-import numpy as np
-
 from leukoscreen.model.gpsft import gflop_per_cell
 from leukoscreen.model.imresize import imresize
 from leukoscreen.model.networks import build_network, design_kwargs
@@ -288,3 +287,17 @@ def test_gpsft_costs_a_fraction_of_the_paper_gp() -> None:
     assert 95 < gp_gflop < 100  # the paper's GP: a U-Net and 6 blocks at 224 x 224
     assert gflop_per_cell(sft[4], scale=4) < gp_gflop / 8
     assert gflop_per_cell(sft[8], scale=8) < gp_gflop / 20
+
+
+def test_srresnet_with_a_global_residual_starts_at_bicubic() -> None:
+    torch.manual_seed(0)
+    model = build_network("srresnet", scale=4, num_features=8, num_blocks=1, global_residual=True)
+    lr = torch.rand(1, 1, 6, 5, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        sr, _ = model.eval()(lr)
+    expected = imresize(lr[0, 0].double().numpy(), 4.0)
+    np.testing.assert_allclose(sr[0, 0].numpy(), expected, atol=1e-5)
+    plain = build_network("srresnet", scale=4, num_features=8, num_blocks=1)
+    with torch.no_grad():
+        far = plain.eval()(lr)[0][0, 0].numpy()
+    assert np.abs(far - expected).mean() > 0.05  # the original starts from a random image

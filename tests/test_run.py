@@ -333,11 +333,12 @@ def test_run_example_slide_with_a_tiny_network(models, tmp_path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not EXAMPLE.is_file(), reason="the example slide is not built")
 def test_run_example_slide_with_shipped_weights(tmp_path, capsys) -> None:
+    from leukoscreen.model.config import DEFAULT_ARCH
     from leukoscreen.model.errors import CheckpointError
     from leukoscreen.model.inference import load_pretrained
 
     try:
-        load_pretrained("gp", 8, device="cpu")
+        load_pretrained(scale=8, device="cpu")
     except CheckpointError as err:
         pytest.skip(f"no shipped x8 weights: {err}")
     out = tmp_path / "bccd_x8.leukoscreen.zarr"
@@ -345,22 +346,24 @@ def test_run_example_slide_with_shipped_weights(tmp_path, capsys) -> None:
     assert f"-> {out}" in capsys.readouterr().out
     cells = store.open_cells(out)
     assert cells.sr.shape[1:] == (224, 224, 3) and cells.lr.shape[1:] == (36, 36, 3)
-    assert cells.attrs["model"]["arch"] == "gp" and cells.parsing is not None
+    assert cells.attrs["model"]["arch"] == DEFAULT_ARCH and cells.parsing is not None
     hit, total = _example_recall(out)
     assert hit >= 0.95 * total
-    # The parsing map finds each cell's nucleus: the centre of every cell is cell (not background)
-    # and holds nucleus, at least 10 % of it in nearly every cell (measured with the shipped
-    # weights: 74 of 75 cells, median 81 %), while the 16 px border strip is almost never nucleus
-    # (measured 0.4 %). Cytoplasm vs background is weak on BCCD's plasma (66 % of the border strip
-    # is labelled cytoplasm; see docs/model-card.md, Limitations), so it is not asserted.
+    # The default network's parsing map finds the cells' nuclei: the centre of every cell is cell
+    # (not background) and at least 10 % of it nucleus in most cells (measured with the shipped
+    # GP-SFT: 67 of 75 cells, median 76 %; the paper's GP: 73 of 75), the 16 px border strip is
+    # almost never nucleus (measured 0.06 %) and mostly not cell (measured 35 % labelled cell,
+    # GP 66 %: docs/model-card.md, parsing on other labs' cells).
     parsing = cells.parsing.compute()
     centre = parsing[:, 80:144, 80:144]
     assert ((centre > 0).mean(axis=(1, 2)) > 0.5).all()
     nucleus = (centre == 2).mean(axis=(1, 2))
-    assert (nucleus > 0).all() and (nucleus > 0.1).mean() >= 0.95
+    assert (nucleus > 0.1).mean() >= 0.85
     border = np.ones(parsing.shape[1:], dtype=bool)
     border[16:-16, 16:-16] = False
     assert (parsing[:, border] == 2).mean() < 0.02
+    assert (parsing[:, border] > 0).mean() < 0.45
+    assert (cells.table["parsing_confidence"] > 0.5).all()
 
 
 def test_run_on_an_existing_scheduler(svs_slide, models, reference, tmp_path, capsys) -> None:

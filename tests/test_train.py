@@ -227,9 +227,13 @@ def test_resolve_device_and_precision() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"arch": "nope"}, r"^--arch: expected one of gp, np, srcnn, vdsr, srresnet, gpsft, got 'nope'"),
+        (
+            {"arch": "nope"},
+            r"^--arch: expected one of gp, np, srcnn, vdsr, srresnet, gpsft, got 'nope'",
+        ),
         ({"scale": 3}, r"^--scale: expected one of 4, 8, got 3"),
-        ({"epochs": 0}, r"epochs and batch_size must be >= 1, got 0, 4"),
+        ({"epochs": 0}, r"epochs, batch_size and mask_repeat must be >= 1, got 0, 4, 1"),
+        ({"mask_repeat": 0}, r"epochs, batch_size and mask_repeat must be >= 1, got 2, 4, 0"),
     ],
 )
 def test_bad_config_is_a_usage_error(
@@ -453,9 +457,7 @@ def sft_start(cells: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return result.best_weights
 
 
-def test_gpsft_trains_on_a_mix_of_masked_and_mask_less_sources(
-    tmp_path: Path, cells: Path
-) -> None:
+def test_gpsft_trains_on_a_mix_of_masked_and_mask_less_sources(tmp_path: Path, cells: Path) -> None:
     bccd = _bccd_like(tmp_path / "BCCD")
     result = _train_sft(replace(SFT_CFG, hr_size_px=32), [cells, bccd], tmp_path / "run")
     assert result.epochs_done == 1 and math.isfinite(result.history[0]["train_loss"])
