@@ -536,9 +536,9 @@ def test_bad_resume_of_another_run(
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
 
 
-def _zeros_batch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _zeros_batch() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (np.zeros((BATCH, HR, HR, 3), np.uint8), np.zeros((BATCH, HR, HR), np.uint8),
-            np.zeros((BATCH, LR, LR, 3), np.uint8))  # fmt: skip
+            np.zeros((BATCH, LR, LR, 3), np.uint8), np.zeros(BATCH, np.float32))  # fmt: skip
 
 
 def test_overwrite_starts_over(svs_slide, models, reference, tmp_path) -> None:
@@ -662,11 +662,13 @@ class FakeUpscaler:
         self.scale = scale
         self.calls: list[int] = []
 
-    def upscale(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def upscale_maps(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """SR, labels and a pixel confidence (0.5 + green / 510) that is known per pixel."""
         self.calls.append(len(lr))
         sr = lr.repeat(self.scale, axis=1).repeat(self.scale, axis=2)
         labels = (lr[..., 0] % 3).repeat(self.scale, axis=1).repeat(self.scale, axis=2)
-        return sr, labels.astype(np.uint8)
+        confidence = (0.5 + sr[..., 1] / 510.0).astype(np.float32)
+        return sr, labels.astype(np.uint8), confidence
 
 
 def test_super_resolve_trims_and_splits_calls() -> None:
@@ -677,14 +679,22 @@ def test_super_resolve_trims_and_splits_calls() -> None:
     rng = np.random.default_rng(0)
     lr = rng.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
     fake = FakeUpscaler(4)
-    sr, parsing = super_resolve(fake, lr, geometry, cells_per_call=2)
+    sr, parsing, confidence = super_resolve(fake, lr, geometry, cells_per_call=2)
     assert fake.calls == [2, 2, 1]
     assert sr.shape == (5, 8, 8, 3) and parsing is not None and parsing.shape == (5, 8, 8)
     # the core LR pixels, each repeated 4x4
     np.testing.assert_array_equal(sr, lr[:, 1:3, 1:3].repeat(4, axis=1).repeat(4, axis=2))
-    whole, whole_parsing = super_resolve(FakeUpscaler(4), lr, geometry)
+    # each cell's confidence: the mean pixel confidence over its trimmed pixels labelled cell
+    assert confidence is not None and confidence.shape == (5,) and confidence.dtype == np.float32
+    core = lr[:, 1:3, 1:3]
+    for n in range(5):
+        cell = core[n, ..., 0] % 3 > 0
+        expected = (0.5 + core[n, ..., 1][cell] / 510.0).mean() if cell.any() else 0.0
+        assert confidence[n] == pytest.approx(expected, abs=1e-6)
+    whole, whole_parsing, whole_confidence = super_resolve(FakeUpscaler(4), lr, geometry)
     np.testing.assert_array_equal(sr, whole)
     np.testing.assert_array_equal(parsing, whole_parsing)
+    np.testing.assert_array_equal(confidence, whole_confidence)
 
 
 def test_size_local_cluster() -> None:
