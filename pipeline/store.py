@@ -281,7 +281,6 @@ def create_store(
     if path.exists():
         shutil.rmtree(path)
     try:
-        root = zarr.open_group(path, mode="w-", zarr_format=3)
         attrs = {
             "format_version": FORMAT_VERSION,
             "leukoscreen_version": __version__,
@@ -294,7 +293,9 @@ def create_store(
             "timings": {},
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        root.attrs[ATTRS_KEY] = attrs
+        # One write: the group's zarr.json appears with its attributes, so a run killed at any
+        # moment leaves either no store or one that --resume recognises.
+        zarr.open_group(path, mode="w-", zarr_format=3, attributes={ATTRS_KEY: attrs})
     except OSError as err:
         raise OutputError(f"{path}: cannot create the output store ({err})") from err
 

@@ -596,7 +596,7 @@ def test_sigkill_then_resume_gives_the_same_store(
 ) -> None:
     out = tmp_path / "killed.leukoscreen.zarr"
     ready = {
-        "store-created": lambda: (out / "zarr.json").exists(),
+        "store-created": lambda: store.is_store(out),
         "table-written": lambda: _table_written(out),
         "first-batch": lambda: _done_batches(out) >= 1,
         "half-the-batches": lambda: _done_batches(out) >= 3,
