@@ -166,16 +166,7 @@ class Table:
 
     def proxy_mean(self, scale: int, method: str, source: str = "all") -> dict[str, Any]:
         """Mean mask-free parsing measures of ``method`` at ``scale`` ({} when none)."""
-        picked = [
-            p.scores
-            for p in self.proxies
-            if p.scale == scale and p.method == method and source in ("all", p.source)
-        ]
-        if not picked:
-            return {}
-        means: dict[str, Any] = {k: float(np.mean([p[k] for p in picked])) for k in PROXY_KEYS}
-        means["n_images"] = len(picked)
-        return means
+        return _mean_scores(self.proxies, PROXY_KEYS, "n_images", scale, method, source)
 
     def sources(self) -> list[str]:
         """``all`` followed by each source when there are several."""
@@ -213,18 +204,7 @@ class Table:
 
     def parsing_mean(self, scale: int, source: str = "all", method: str = "gp") -> dict[str, Any]:
         """Mean parsing scores of ``method`` at ``scale`` over images with masks ({} if none)."""
-        picked = [
-            p.scores
-            for p in self.parsing
-            if p.scale == scale and p.method == method and (source == "all" or p.source == source)
-        ]
-        if not picked:
-            return {}
-        means: dict[str, Any] = {
-            key: float(np.mean([p[key] for p in picked])) for key in PARSING_KEYS
-        }
-        means["n_masks"] = len(picked)
-        return means
+        return _mean_scores(self.parsing, PARSING_KEYS, "n_masks", scale, method, source)
 
     def value(self, scale: int, method: str, metric: str, source: str = "all") -> float | None:
         """One aggregated number, or None when it was not measured."""
@@ -272,6 +252,28 @@ class Table:
             ],
             "paper_table2": {str(k): v for k, v in PAPER_TABLE2.items()},
         }
+
+
+def _mean_scores(
+    records: Sequence[ParsingScore | ProxyScore],
+    keys: Sequence[str],
+    count_key: str,
+    scale: int,
+    method: str,
+    source: str,
+) -> dict[str, Any]:
+    """Per-key means of the ``scores`` of the records of (scale, method, source), with their
+    count under ``count_key``; {} when there are none."""
+    picked = [
+        r.scores
+        for r in records
+        if r.scale == scale and r.method == method and source in ("all", r.source)
+    ]
+    if not picked:
+        return {}
+    means: dict[str, Any] = {key: float(np.mean([p[key] for p in picked])) for key in keys}
+    means[count_key] = len(picked)
+    return means
 
 
 def _csv_cell(value: Any) -> Any:
