@@ -39,8 +39,8 @@ from typing import Any
 
 import torch
 
+from leukoscreen.model.device import resolve_device
 from leukoscreen.model.networks import build_network, design_kwargs
-from leukoscreen.model.train import resolve_device
 
 SIDE_PX = 224
 

@@ -244,16 +244,12 @@ def model_only(store: Path, config: Config, checkpoint: str, threads: int) -> di
     """
     import torch
 
-    from leukoscreen.model.inference import load_checkpoint, load_pretrained
+    from leukoscreen.model.inference import load_upscaler
 
     torch.set_num_threads(threads)
     inference = config.inference
-    if checkpoint:
-        upscaler = load_checkpoint(checkpoint, device=inference.device,
-                                   precision=inference.precision)  # fmt: skip
-    else:
-        upscaler = load_pretrained(inference.arch, inference.scale, device=inference.device,
-                                   precision=inference.precision)  # fmt: skip
+    upscaler = load_upscaler(inference.arch, inference.scale, checkpoint=checkpoint,
+                             device=inference.device, precision=inference.precision)  # fmt: skip
     cells = open_cells(store)
     lr = cells.lr
     n = int(lr.shape[0])

@@ -38,7 +38,7 @@ from leukoscreen.model.errors import DataError
 from leukoscreen.model.imresize import (
     YCBCR_MATRIX,
     YCBCR_OFFSET,
-    imresize,
+    degrade,
     resize_matrix,
     rgb2ycbcr,
 )
@@ -277,8 +277,7 @@ class SRDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
         rgb, valid = fit_to_size(sample.rgb, size_px)
         ycc = rgb2ycbcr(rgb.astype(np.float64) / 255.0)  # (H, W, 3)
         hr = ycc[..., 0]  # (H, W)
-        lr_ycc = imresize(ycc, 1.0 / self.scale)  # (H/s, W/s, 3), unrounded like MATLAB doubles
-        up_ycc = imresize(lr_ycc, float(self.scale))  # (H, W, 3)
+        lr_ycc, up_ycc = degrade(ycc, self.scale)  # (H/s, W/s, 3), (H, W, 3)
         lr, up = lr_ycc[..., 0], up_ycc[..., 0]
         onehot = np.zeros((3, size_px, size_px), dtype=np.float32)
         if sample.labels is not None:

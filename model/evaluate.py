@@ -52,20 +52,20 @@ from leukoscreen.model.checkpoint import (
 )
 from leukoscreen.model.config import PRIOR_ARCHS, SCALES
 from leukoscreen.model.data import Sample, SRDataset, fit_to_size
+from leukoscreen.model.device import (
+    channels_last,
+    model_input,
+    parsing_labels,
+    resolve_device,
+    resolve_precision,
+    run_network,
+)
 from leukoscreen.model.errors import CheckpointError, UsageError
-from leukoscreen.model.imresize import imresize, rgb2ycbcr, ycbcr2rgb
+from leukoscreen.model.imresize import degrade, rgb2ycbcr, ycbcr2rgb
 from leukoscreen.model.inference import colour_parsing
 from leukoscreen.model.metrics import PROXY_KEYS, parsing_proxies, parsing_scores, psnr, ssim
 from leukoscreen.model.networks import METHOD_NAMES
-from leukoscreen.model.train import (
-    autocast,
-    channels_last,
-    model_input,
-    read_samples,
-    resolve_device,
-    resolve_precision,
-    split_samples,
-)
+from leukoscreen.model.train import read_samples, split_samples
 
 METHODS = ("bicubic", "srcnn", "vdsr", "srresnet", "np", "gp", "gpsft")
 """Table 2's columns in the paper's order (SRGAN and SFTGAN are not built yet), then our
@@ -366,15 +366,14 @@ def predict(
         if model is None:
             sr, logits = batch["up"], None
         else:
-            x = model_input(model, batch).to(device).contiguous(memory_format=torch.channels_last)
-            with autocast(device, precision):
-                sr, logits = model(x)  # (N, 1, H, W), (N, 3, H, W) or None
+            x = model_input(model, batch).to(device)
+            # (N, 1, H, W), (N, 3, H, W) or None
+            sr, logits = run_network(model, x, device=device, precision=precision)
         sr_np = sr.float().clamp(0, 1).cpu().numpy()[:, 0]
         for row, index in enumerate(indices):
             srs[index] = sr_np[row]
             if logits is not None:
-                # channel order (nucleus, cytoplasm, background) -> labels (2, 1, 0)
-                labels[index] = (2 - logits[row].float().argmax(0)).to(torch.uint8).cpu().numpy()
+                labels[index] = parsing_labels(logits[row]).cpu().numpy()
     return srs, labels
 
 
@@ -629,8 +628,7 @@ def build_figure(
     for k, (sample, size) in enumerate(zip(samples, sizes, strict=True)):
         rgb, (rows_px, cols_px) = fit_to_size(sample.rgb, size)
         ycc = rgb2ycbcr(rgb.astype(np.float64) / 255.0)  # (H, W, 3)
-        lr = imresize(ycc, 1.0 / scale)  # (H/s, W/s, 3)
-        up = imresize(lr, float(scale))  # (H, W, 3)
+        lr, up = degrade(ycc, scale)  # (H/s, W/s, 3), (H, W, 3)
         lr_near = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
         row = [("LR", _to_rgb(lr_near)[:rows_px, :cols_px])]
         for method, srs in panels.items():

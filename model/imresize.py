@@ -131,6 +131,21 @@ YCBCR_MATRIX = (
 YCBCR_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 
 
+def degrade(image: FloatArray, scale: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The paper's LR image and the bicubic baseline made from it (§3.1).
+
+    Args:
+        image: (H, W) or (H, W, C) float image, H and W multiples of ``scale``.
+        scale: SR factor.
+
+    Returns:
+        ``lr`` (H/s, W/s[, C]), :func:`imresize` down by ``scale`` and unrounded like MATLAB
+        doubles, and ``up`` (H, W[, C]), ``lr`` resized back up: the bicubic baseline.
+    """
+    lr = imresize(image, 1.0 / scale)
+    return lr, imresize(lr, float(scale))
+
+
 def rgb2ycbcr(rgb: FloatArray) -> NDArray[np.float64]:
     """MATLAB's ``rgb2ycbcr`` on float RGB in [0, 1]; returns float YCbCr in [0, 1] units.
 

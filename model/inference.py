@@ -27,9 +27,15 @@ from leukoscreen.model.checkpoint import (
     shipped_weights_path,
 )
 from leukoscreen.model.config import ARCHS, PRIOR_ARCHS, SCALES
+from leukoscreen.model.device import (
+    channels_last,
+    parsing_labels,
+    resolve_device,
+    resolve_precision,
+    run_network,
+)
 from leukoscreen.model.errors import CheckpointError, UsageError
 from leukoscreen.model.imresize import imresize, rgb2ycbcr, ycbcr2rgb
-from leukoscreen.model.train import autocast, channels_last, resolve_device, resolve_precision
 
 MIN_LR_SIDE_PX = 4  # smaller crops carry no structure to super-resolve
 PARSING_COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], dtype=np.uint8)
@@ -110,13 +116,10 @@ class Upscaler:
             else:
                 source = (ycc[..., 0] if kind == "lr" else up[..., 0])[:, None]
             x = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)).to(self.device)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(self.device, self.precision):
-                sr, logits = self.model(x)
+            sr, logits = run_network(self.model, x, device=self.device, precision=self.precision)
             y = sr.float()[:, 0].cpu().numpy()
             if logits is not None:
-                # channel order (nucleus, cytoplasm, background) -> labels (2, 1, 0)
-                parsing = (2 - logits.float().argmax(dim=1)).to(torch.uint8).cpu().numpy()
+                parsing = parsing_labels(logits).cpu().numpy()
                 probabilities = torch.sigmoid(logits.float())
                 share = probabilities.amax(dim=1) / probabilities.sum(dim=1)
                 confidence = share.cpu().numpy().astype(np.float32)
@@ -185,3 +188,42 @@ def load_checkpoint(
 def colour_parsing(parsing: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """Labels (..., H, W) -> RGB (..., H, W, 3) with :data:`PARSING_COLOURS`."""
     return PARSING_COLOURS[parsing]
+
+
+def load_upscaler(
+    arch: str = "default",
+    scale: int = 8,
+    *,
+    checkpoint: Path | str = "",
+    device: str = "auto",
+    precision: str = "auto",
+    expected_arch: str | None = None,
+    expected_scale: int | None = None,
+) -> Upscaler:
+    """The network a command asks for: a weights file when ``checkpoint`` is given, else the
+    shipped ``arch`` at ``scale`` (:func:`load_checkpoint`, :func:`load_pretrained`).
+
+    Args:
+        arch: shipped network name (``default``, ``bicubic`` or one of ``ARCHS``); ignored with a
+            checkpoint, which names its own.
+        scale: SR factor of the shipped weights; ignored with a checkpoint.
+        checkpoint: a weights file, or ``""`` for the shipped weights.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        precision: ``auto``, ``bf16`` or ``fp32``.
+        expected_arch: with a checkpoint, the arch it must hold (``None``: any).
+        expected_scale: with a checkpoint, the scale it must hold (``None``: any).
+
+    Raises:
+        UsageError: unknown arch or scale.
+        CheckpointError: no shipped weights, an unreadable file, or another arch or scale than
+            expected.
+    """
+    if checkpoint:
+        return load_checkpoint(
+            checkpoint,
+            device=device,
+            precision=precision,
+            expected_arch=expected_arch,
+            expected_scale=expected_scale,
+        )
+    return load_pretrained(arch, scale, device=device, precision=precision)

@@ -13,12 +13,11 @@ one (checkpoints are written atomically at each epoch end).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,14 @@ from leukoscreen.model.data import (
     read_segmentation_wbc,
     split_ids,
 )
+from leukoscreen.model.device import (
+    channels_last,
+    model_input,
+    parsing_labels,
+    resolve_device,
+    resolve_precision,
+    run_network,
+)
 from leukoscreen.model.errors import CheckpointError, DataError, UsageError
 from leukoscreen.model.fields import SOURCES as FIELD_SOURCES
 from leukoscreen.model.fields import crop_leukocytes
@@ -61,54 +68,6 @@ def lr_at(epoch: int, cfg: TrainConfig) -> float:
 def charbonnier(prediction: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
     """Mean Charbonnier penalty sqrt(d^2 + eps^2) (LapSRN's robust L1, paper eq. 4)."""
     return torch.sqrt((prediction - target) ** 2 + eps**2).mean()
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise UsageError(f"device: expected auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device: cuda was asked for but torch sees no CUDA device")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on CUDA with bf16 and on CPUs with native bf16 (AMX/AVX-512 bf16)."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise UsageError(f"precision: expected auto, bf16 or fp32, got {precision!r}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast for ``precision == "bf16"``, else a no-op context."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def channels_last(model: nn.Module) -> nn.Module:
-    """``model`` with its weights in channels_last layout (faster bf16 convolutions on CPU)."""
-    # torch's type stubs omit Module.to(memory_format=...), which torch supports.
-    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-
-INPUT_KEYS = {
-    "upsampled": "up",
-    "upsampled_ycbcr": "up_ycbcr",
-    "lr": "lr",
-    "lr_ycbcr": "lr_ycbcr",
-}
-
-
-def model_input(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The tensor a network reads: the bicubic-upsampled Y (or Y, Cb, Cr), or the LR Y."""
-    return batch[INPUT_KEYS[getattr(model, "input_kind", "upsampled")]]
 
 
 def prior_loss_per_image(
@@ -184,9 +143,9 @@ def evaluate(
     psnrs, mious = [], []
     for indices in dataset.batches(batch_size, seed=0, epoch=0, shuffle=False):
         batch = {k: v.to(device) for k, v in dataset.collate(indices).items()}
-        x = model_input(model, batch).contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            sr, logits = model(x)
+        sr, logits = run_network(
+            model, model_input(model, batch), device=device, precision=precision
+        )
         sr_np = sr.float().clamp(0, 1).cpu().numpy()[:, 0]
         hr_np = batch["hr"].cpu().numpy()[:, 0]
         for i, (rows, cols) in enumerate(batch["valid"].cpu().tolist()):
@@ -194,8 +153,8 @@ def evaluate(
                 psnr(hr_np[i, :rows, :cols], sr_np[i, :rows, :cols], shave_px=dataset.scale)
             )
             if logits is not None and batch["has_mask"][i] > 0:
-                predicted = 2 - logits[i].float().argmax(0).cpu().numpy()
-                reference = 2 - batch["onehot"][i].argmax(0).cpu().numpy()
+                predicted = parsing_labels(logits[i]).cpu().numpy()
+                reference = parsing_labels(batch["onehot"][i]).cpu().numpy()
                 mious.append(
                     parsing_scores(reference[:rows, :cols], predicted[:rows, :cols])["miou"]
                 )
@@ -364,9 +323,8 @@ def train(
             if cfg.augment:
                 batch = augment(batch, dihedral_codes(indices, seed=cfg.seed, epoch=epoch))
             batch = {k: v.to(dev) for k, v in batch.items()}
-            x = model_input(model, batch).contiguous(memory_format=torch.channels_last)
-            with autocast(dev, precision):
-                sr, logits = model(x)
+            x = model_input(model, batch)
+            sr, logits = run_network(model, x, device=dev, precision=precision)
             loss = charbonnier(sr.float(), batch["hr"], cfg.charbonnier_eps)
             if logits is not None:
                 # images without masks skip the prior loss
@@ -427,8 +385,3 @@ def train(
     return TrainResult(
         run_dir=run_dir, epochs_done=len(history), history=history, best_weights=best_path
     )
-
-
-def with_overrides(cfg: TrainConfig, **changes: Any) -> TrainConfig:
-    """``cfg`` with the non-None ``changes`` applied."""
-    return replace(cfg, **{k: v for k, v in changes.items() if v is not None})

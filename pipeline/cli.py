@@ -445,7 +445,7 @@ def upscale_cmd(
     config: ConfigOption = None,
 ) -> None:
     """Super-resolve single image files and write SR images and coloured parsing maps."""
-    from leukoscreen.model.inference import load_checkpoint, load_pretrained
+    from leukoscreen.model.inference import load_upscaler
     from leukoscreen.model.upscale_files import check_image_files, upscale_files
 
     cfg = override(
@@ -458,16 +458,15 @@ def upscale_cmd(
         },
     ).inference
     check_image_files(images)  # a missing input is reported before any weights are loaded
-    if cfg.checkpoint:
-        upscaler = load_checkpoint(
-            cfg.checkpoint,
-            device=cfg.device,
-            precision=cfg.precision,
-            expected_arch=arch,
-            expected_scale=scale,
-        )
-    else:
-        upscaler = load_pretrained(cfg.arch, cfg.scale, device=cfg.device, precision=cfg.precision)
+    upscaler = load_upscaler(
+        cfg.arch,
+        cfg.scale,
+        checkpoint=cfg.checkpoint,
+        device=cfg.device,
+        precision=cfg.precision,
+        expected_arch=arch,
+        expected_scale=scale,
+    )
     for path in upscale_files(images, out_dir=out, upscaler=upscaler):
         typer.echo(path)
 

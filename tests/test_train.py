@@ -20,10 +20,7 @@ from leukoscreen.model.train import (
     charbonnier,
     lr_at,
     prior_loss_per_image,
-    resolve_device,
-    resolve_precision,
     train,
-    with_overrides,
 )
 
 CellWriter = Callable[..., Path]
@@ -201,23 +198,6 @@ def test_charbonnier() -> None:
     assert float(charbonnier(zeros + 4e-3, zeros, 3e-3)) == pytest.approx(5e-3, rel=1e-6)
     # robust L1: far from zero it is |d|
     assert float(charbonnier(zeros + 0.5, zeros, 1e-3)) == pytest.approx(0.5, rel=1e-5)
-
-
-def test_with_overrides_skips_none() -> None:
-    cfg = with_overrides(TrainConfig(), epochs=3, lr=None, arch="np")
-    assert (cfg.epochs, cfg.lr, cfg.arch) == (3, TrainConfig().lr, "np")
-
-
-def test_resolve_device_and_precision() -> None:
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in ("cpu", "cuda")
-    cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) == "fp32"
-    assert resolve_precision("auto", cpu) in ("bf16", "fp32")
-    with pytest.raises(UsageError, match=r"^device: expected auto, cpu or cuda, got 'tpu'"):
-        resolve_device("tpu")
-    with pytest.raises(UsageError, match=r"^precision: expected auto, bf16 or fp32, got 'fp8'"):
-        resolve_precision("fp8", cpu)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -595,7 +595,7 @@ def render(
 
 def resolved_precision(config: Config) -> str:
     """The precision the configured one resolves to on this machine, with the device type."""
-    from leukoscreen.model.train import resolve_device, resolve_precision
+    from leukoscreen.model.device import resolve_device, resolve_precision
 
     device = resolve_device(config.inference.device)
     return f"{resolve_precision(config.inference.precision, device)} on {device.type}"
@@ -607,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         Exit status: 0 (also when the BCCD folder is absent: nothing to measure).
     """
-    from leukoscreen.model.train import resolve_device  # imports torch
+    from leukoscreen.model.device import resolve_device  # imports torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bccd", type=Path, required=True, help="the BCCD folder")
