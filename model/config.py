@@ -6,16 +6,49 @@ live here so that ``leukoscreen.model`` can use them without importing the pipel
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Literal, get_args
 
-ARCHS = ("gp", "np", "srcnn", "vdsr", "srresnet", "gpsft")
+from leukoscreen.model.errors import UsageError
+
+Arch = Literal["gp", "np", "srcnn", "vdsr", "srresnet", "gpsft"]
+"""A trainable network."""
+InferenceArch = Literal["default", "bicubic", "gp", "np", "srcnn", "vdsr", "srresnet", "gpsft"]
+"""What inference can run: a network, ``default`` (:data:`DEFAULT_ARCH`) or plain bicubic."""
+Scale = Literal[4, 8]
+"""The super-resolution factors: the paper's x4 and x8, the only ones with shipped weights."""
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "bf16", "fp32"]
+
+ARCHS: tuple[str, ...] = get_args(Arch)
+SCALES: tuple[int, ...] = get_args(Scale)
+REFERENCE_SCALE = 8
+"""The scale at which ``slide.expected_mpp`` is given; other scales expect ``mpp * scale / 8``."""
 PRIOR_ARCHS = ("gp", "gpsft")
 """Networks that predict a parsing map besides the SR image."""
 DEFAULT_ARCH = "gpsft"
 """The network ``arch="default"`` names: what ``leukoscreen run`` and ``load_pretrained(scale=s)``
 use. GP-SFT: above every other shipped network on every source measured, 9-22x faster than the
 paper's GP; GP keeps the better parsing map on segmentation_WBC (``docs/model-card.md``)."""
-SCALES = (4, 8)
+
+
+def check_scale(scale: int, *, where: str = "scale") -> None:
+    """Refuse a scale outside :data:`SCALES`, for arguments that do not come through the config.
+
+    Raises:
+        UsageError: ``f"{where}: expected one of 4, 8, got {scale!r}"``.
+    """
+    if scale not in SCALES:
+        raise UsageError(f"{where}: expected one of {', '.join(map(str, SCALES))}, got {scale!r}")
+
+
+def _check_at_least(config: object, minimum: int, names: tuple[str, ...]) -> None:
+    """Raise ``ValueError("key: expected >= minimum, found value")`` for the first field below."""
+    known = {f.name for f in fields(config)}  # type: ignore[arg-type]
+    for name in names:
+        value = getattr(config, name)
+        if name in known and value < minimum:
+            raise ValueError(f"{name}: expected >= {minimum}, found {value!r}")
 
 
 @dataclass(frozen=True)
@@ -51,8 +84,8 @@ class TrainConfig:
             degrade it again, so the network meets other labs' colours.
     """
 
-    arch: str = "gp"
-    scale: int = 8
+    arch: Arch = "gp"
+    scale: Scale = 8
     epochs: int = 100
     batch_size: int = 8
     lr: float = 1e-4
@@ -61,12 +94,15 @@ class TrainConfig:
     charbonnier_eps: float = 1e-3
     hr_size_px: int = 0
     seed: int = 0
-    precision: str = "auto"
+    precision: Precision = "auto"
     num_threads: int = 0
     augment: bool = False
     colour_augment: bool = False
     mask_repeat: int = 1
     init: str = ""
+
+    def __post_init__(self) -> None:
+        _check_at_least(self, 1, ("epochs", "batch_size", "mask_repeat"))
 
 
 @dataclass(frozen=True)
@@ -86,11 +122,20 @@ class InferenceConfig:
         checkpoint: path of a checkpoint to use instead of the shipped weights; empty for shipped.
     """
 
-    arch: str = "default"
-    scale: int = 8
+    arch: InferenceArch = "default"
+    scale: Scale = 8
     hr_size_px: int = 224
     context_margin_px: int = 4
     batch_size: int = 16
-    device: str = "auto"
-    precision: str = "auto"
+    device: Device = "auto"
+    precision: Precision = "auto"
     checkpoint: str = ""
+
+    def __post_init__(self) -> None:
+        _check_at_least(self, 1, ("batch_size", "hr_size_px"))
+        _check_at_least(self, 0, ("context_margin_px",))
+        if self.hr_size_px % self.scale:
+            raise ValueError(
+                f"hr_size_px: expected a multiple of the scale {self.scale}, found "
+                f"{self.hr_size_px}"
+            )

@@ -50,5 +50,5 @@ class DataError(LeukoscreenError, ValueError):
     """A training/evaluation data folder is empty or holds images and masks that disagree."""
 
 
-class NotBuiltError(LeukoscreenError, NotImplementedError):
-    """A command whose capability does not exist yet in this version."""
+class StoreLockedError(OutputError):
+    """Another run holds the writer lock of the store this run would write."""

@@ -50,7 +50,7 @@ from leukoscreen.model.checkpoint import (
     load_weights,
     read_manifest,
 )
-from leukoscreen.model.config import PRIOR_ARCHS, SCALES
+from leukoscreen.model.config import PRIOR_ARCHS, SCALES, check_scale
 from leukoscreen.model.data import Sample, SRDataset, fit_to_size
 from leukoscreen.model.device import (
     channels_last,
@@ -307,10 +307,7 @@ def parse_checkpoint_specs(specs: Sequence[str]) -> dict[str, Path]:
 
 def _check_arguments(scales: Sequence[int], methods: Sequence[str], split: str) -> None:
     for scale in scales:
-        if scale not in SCALES:
-            raise UsageError(
-                f"--scale: expected one of {', '.join(map(str, SCALES))}, got {scale!r}"
-            )
+        check_scale(scale, where="--scale")
     for method in methods:
         if method not in METHODS:
             raise UsageError(f"--method: expected one of {', '.join(METHODS)}, got {method!r}")

@@ -26,7 +26,7 @@ from leukoscreen.model.checkpoint import (
     resolve_arch,
     shipped_weights_path,
 )
-from leukoscreen.model.config import ARCHS, PRIOR_ARCHS, SCALES
+from leukoscreen.model.config import ARCHS, PRIOR_ARCHS, check_scale
 from leukoscreen.model.device import (
     channels_last,
     parsing_labels,
@@ -155,8 +155,7 @@ def load_pretrained(
         raise UsageError(
             f"arch: expected default, bicubic or one of {', '.join(ARCHS)}, got {arch!r}"
         )
-    if scale not in SCALES:
-        raise UsageError(f"scale: expected one of {', '.join(map(str, SCALES))}, got {scale!r}")
+    check_scale(scale)
     if arch == "bicubic":
         dev = resolve_device(device)
         return Upscaler("bicubic", scale, "", dev, resolve_precision(precision, dev))

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from leukoscreen.model.checkpoint import load_init, save_weights
-from leukoscreen.model.config import ARCHS, PRIOR_ARCHS, SCALES, TrainConfig
+from leukoscreen.model.config import PRIOR_ARCHS, TrainConfig
 from leukoscreen.model.data import (
     Sample,
     SRDataset,
@@ -187,20 +187,6 @@ class TrainResult:
     best_weights: Path
 
 
-def _check_config(cfg: TrainConfig) -> None:
-    if cfg.arch not in ARCHS:
-        raise UsageError(f"--arch: expected one of {', '.join(ARCHS)}, got {cfg.arch!r}")
-    if cfg.scale not in SCALES:
-        raise UsageError(
-            f"--scale: expected one of {', '.join(map(str, SCALES))}, got {cfg.scale!r}"
-        )
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.mask_repeat < 1:
-        raise UsageError(
-            "epochs, batch_size and mask_repeat must be >= 1, got "
-            f"{cfg.epochs}, {cfg.batch_size}, {cfg.mask_repeat}"
-        )
-
-
 def _batches(dataset: SRDataset, cfg: TrainConfig, epoch: int) -> Iterator[list[int]]:
     return dataset.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch)
 
@@ -233,7 +219,6 @@ def train(
     Raises:
         UsageError, DataError, CheckpointError: bad arguments, data or checkpoint.
     """
-    _check_config(cfg)
     arch_kwargs = dict(arch_kwargs or {})
     run_dir = Path(run_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"

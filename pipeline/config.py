@@ -15,7 +15,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -145,6 +145,15 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        # bool is an int: True must not pass for 1, nor 1 for True
+        if any(type(value) is type(c) and value == c for c in choices):
+            return value
+        raise ConfigError(
+            f"{where}: expected one of {', '.join(map(str, choices))}, found "
+            f"{type(value).__name__} {value!r}"
+        )
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(tp):
             if option is type(None) and value is None:
@@ -197,7 +206,17 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: 
             kwargs[key] = from_mapping(tp, value, source=source, prefix=dotted + ".")  # type: ignore[arg-type]
         else:
             kwargs[key] = _coerce(value, tp, f"{source}: key {dotted!r}")
-    return cls(**kwargs)
+    return _build(cls, kwargs, source=source, prefix=prefix)
+
+
+def _build(cls: type[T], kwargs: Mapping[str, Any], *, source: str, prefix: str) -> T:
+    """``cls(**kwargs)``, with the section's own checks (its ``__post_init__`` raises
+    ``ValueError("<field>: ...")``) reported as a ConfigError naming the dotted key."""
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        name, _, problem = str(err).partition(": ")
+        raise ConfigError(f"{source}: key {prefix + name!r}: {problem}") from err
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -231,26 +250,52 @@ def override(config: T, **changes: Any) -> T:
     ``None`` values are skipped, so optional CLI flags can be passed straight through.
 
     Raises:
-        ConfigError: a key that does not exist or a value of the wrong type.
+        ConfigError: a key that does not exist, a value of the wrong type or outside the key's
+            values (``override: key 'inference.scale': expected one of 4, 8, found int 3``).
     """
     for dotted, value in changes.items():
-        if value is None:
-            continue
-        config = _override_one(config, dotted.split("."), value, dotted)
+        if value is not None:
+            config = _override_one(config, dotted.split("."), value, f"override: key {dotted!r}")
     return config
 
 
-def _override_one(obj: Any, parts: list[str], value: Any, dotted: str) -> Any:
-    if not hasattr(obj, "__dataclass_fields__"):  # a key below a leaf, e.g. "inference.scale.x"
-        raise ConfigError(f"override: unknown key {dotted!r}")
-    names = {f.name for f in fields(obj)}
+def override_flags(config: T, flags: Mapping[str, tuple[str, Any]]) -> T:
+    """:func:`override` for command-line flags: errors name the flag instead of the key.
+
+    Args:
+        config: the config tree.
+        flags: flag (``--scale``) -> (dotted key, value); ``None`` values are skipped.
+
+    Raises:
+        ConfigError: as :func:`override`, starting with the flag
+            (``--scale: expected one of 4, 8, found int 3``).
+    """
+    for flag, (dotted, value) in flags.items():
+        if value is not None:
+            config = _override_one(config, dotted.split("."), value, flag)
+    return config
+
+
+def _override_one(obj: Any, parts: list[str], value: Any, where: str, prefix: str = "") -> Any:
+    """Replace the key ``prefix + ".".join(parts)`` below ``obj``; errors start with ``where``."""
+    dotted = prefix + ".".join(parts)
     head = parts[0]
-    if head not in names:
+    if not hasattr(obj, "__dataclass_fields__") or head not in {f.name for f in fields(obj)}:
+        # also a key below a leaf, e.g. "inference.scale.x"
         raise ConfigError(f"override: unknown key {dotted!r}")
     if len(parts) == 1:
-        tp = typing.get_type_hints(type(obj))[head]
-        return replace(obj, **{head: _coerce(value, tp, f"override: key {dotted!r}")})
-    return replace(obj, **{head: _override_one(getattr(obj, head), parts[1:], value, dotted)})
+        value = _coerce(value, typing.get_type_hints(type(obj))[head], where)
+    else:
+        value = _override_one(getattr(obj, head), parts[1:], value, where, f"{prefix}{head}.")
+    changed = {**{f.name: getattr(obj, f.name) for f in fields(obj)}, head: value}
+    try:
+        return type(obj)(**changed)
+    except ValueError as err:  # the section's own checks: "<field>: expected ..., found ..."
+        name, _, problem = str(err).partition(": ")
+        if prefix + name == dotted:
+            raise ConfigError(f"{where}: {problem}") from err
+        source = "override" if where.startswith("override: ") else where
+        raise ConfigError(f"{source}: key {prefix + name!r}: {problem}") from err
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -18,13 +18,14 @@ attributes. A batch counts as done only after its data chunks are written, so a 
 moment and resumed rewrites exactly the unfinished batches (LocalStore writes each chunk file
 atomically, through a temporary file and a rename).
 
-The status attribute reads ``complete`` only after :func:`finalize`.
+The status attribute reads ``complete`` only after :meth:`CellStore.finalize`. One run writes a
+store at a time: :meth:`CellStore.create` and :meth:`CellStore.resume` are called under the
+store's writer lock (:mod:`leukoscreen.pipeline.store_lock`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -40,138 +41,19 @@ from zarr.codecs import ZstdCodec
 
 from leukoscreen.model import __version__
 from leukoscreen.model.errors import OutputError, OutputExistsError
+from leukoscreen.pipeline.store_layout import (
+    CONFIDENCE,
+    TABLE_COLUMNS,
+    StoreIdentity,
+    first_difference,
+    n_batches_for,
+    number_cells,
+)
 
 FORMAT_VERSION = 1
 ATTRS_KEY = "leukoscreen"  # all our attributes live under this one key of the root group
 
-# Cell-table columns: dtype and the shape after the cell axis.
-TABLE_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
-    "cell_id": ("int64", ()),
-    "row": ("float64", ()),
-    "col": ("float64", ()),
-    "row_um": ("float64", ()),
-    "col_um": ("float64", ()),
-    "bbox": ("int64", (4,)),
-    "area_um2": ("float64", ()),
-    "score": ("float32", ()),
-    "batch": ("int64", ()),
-}
-CONFIDENCE = "parsing_confidence"
-"""The table column written with each batch by networks with a parsing map (``write_batch``)."""
 _TABLE_CHUNK_ROWS = 1 << 18  # 2 MiB of float64 per chunk: the table stays a few files
-
-
-@dataclass(frozen=True)
-class StoreIdentity:
-    """What makes two runs produce the same store; a resume must match all of the checked fields.
-
-    Attributes:
-        slide_path: the slide as given (recorded, not checked: a moved slide may be resumed).
-        slide_size_px: (height, width) of level 0, pixels.
-        slide_header_sha256: sha256 of the slide's header bytes (``Slide.header_sha256``).
-        slide_vendor: format/vendor name reported by the reader (recorded, not checked).
-        mpp: microns per level-0 pixel used for this run.
-        scale: super-resolution factor.
-        arch: network name (``gp``, ``np``, ...).
-        checkpoint_sha256: sha256 of the weights used.
-        has_prior: whether the network predicts parsing maps (``cells/parsing`` exists).
-        hr_size_px: side of each super-resolved cell, HR pixels.
-        margin_px: LR context pixels per side, trimmed after SR.
-        batch_size: cells per SR batch and per chunk.
-    """
-
-    slide_path: str
-    slide_size_px: tuple[int, int]
-    slide_header_sha256: str
-    slide_vendor: str
-    mpp: float
-    scale: int
-    arch: str
-    checkpoint_sha256: str
-    has_prior: bool
-    hr_size_px: int
-    margin_px: int
-    batch_size: int
-
-    @property
-    def lr_size_px(self) -> int:
-        """Side of the stored LR crop: ``hr_size_px // scale + 2 * margin_px``."""
-        return self.hr_size_px // self.scale + 2 * self.margin_px
-
-    def to_attrs(self) -> dict[str, Any]:
-        """The identity as the JSON ``slide``/``model``/``geometry`` attribute sections."""
-        return {
-            "slide": {
-                "path": self.slide_path,
-                "size_px": list(self.slide_size_px),
-                "header_sha256": self.slide_header_sha256,
-                "vendor": self.slide_vendor,
-                "mpp": self.mpp,
-            },
-            "scale": self.scale,
-            "model": {
-                "arch": self.arch,
-                "checkpoint_sha256": self.checkpoint_sha256,
-                "has_prior": self.has_prior,
-            },
-            "geometry": {
-                "hr_size_px": self.hr_size_px,
-                "lr_core_px": self.hr_size_px // self.scale,
-                "context_margin_px": self.margin_px,
-                "lr_size_px": self.lr_size_px,
-                "batch_size": self.batch_size,
-                "crop_row0": "floor(row + 0.5) - lr_core_px // 2 - context_margin_px",
-                "border": "pixels outside the slide are white (255, 255, 255)",
-            },
-        }
-
-    @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any]) -> StoreIdentity:
-        """Inverse of :meth:`to_attrs`."""
-        slide, model, geometry = attrs["slide"], attrs["model"], attrs["geometry"]
-        return cls(
-            slide_path=str(slide["path"]),
-            slide_size_px=(int(slide["size_px"][0]), int(slide["size_px"][1])),
-            slide_header_sha256=str(slide["header_sha256"]),
-            slide_vendor=str(slide["vendor"]),
-            mpp=float(slide["mpp"]),
-            scale=int(attrs["scale"]),
-            arch=str(model["arch"]),
-            checkpoint_sha256=str(model["checkpoint_sha256"]),
-            has_prior=bool(model["has_prior"]),
-            hr_size_px=int(geometry["hr_size_px"]),
-            margin_px=int(geometry["context_margin_px"]),
-            batch_size=int(geometry["batch_size"]),
-        )
-
-
-# Fields a resumed run must share with the store, with the words used in the refusal.
-_CHECKED_FIELDS = {
-    "slide_header_sha256": "slide header sha256",
-    "slide_size_px": "slide size (rows, cols)",
-    "mpp": "mpp",
-    "scale": "scale",
-    "arch": "model",
-    "checkpoint_sha256": "checkpoint sha256",
-    "hr_size_px": "hr_size_px",
-    "margin_px": "context_margin_px",
-    "batch_size": "batch size",
-}
-
-
-@dataclass(frozen=True)
-class ResumeState:
-    """How far an existing store got.
-
-    Attributes:
-        n_cells: cells in the table, or ``None`` when the run died before the table was written.
-        done: (n_batches,) bool, the batches whose chunks are written; ``None`` with ``n_cells``.
-        complete: the store was finalized.
-    """
-
-    n_cells: int | None
-    done: np.ndarray | None
-    complete: bool
 
 
 @dataclass(frozen=True)
@@ -195,17 +77,6 @@ class StoredCells:
 
     def __len__(self) -> int:
         return int(self.sr.shape[0])
-
-
-def n_batches_for(n_cells: int, batch_size: int) -> int:
-    """Number of batches of ``batch_size`` cells covering ``n_cells`` (the last may be short)."""
-    return math.ceil(n_cells / batch_size)
-
-
-def batch_bounds(batch_index: int, n_cells: int, batch_size: int) -> tuple[int, int]:
-    """``(start, stop)`` cell indices of batch ``batch_index``."""
-    start = batch_index * batch_size
-    return start, min(start + batch_size, n_cells)
 
 
 def is_store(path: Path) -> bool:
@@ -257,49 +128,6 @@ def check_output_location(path: Path, *, resume: bool, overwrite: bool) -> None:
     Path(probe).rmdir()
 
 
-def create_store(
-    path: Path,
-    identity: StoreIdentity,
-    *,
-    config: Mapping[str, Any],
-    overwrite: bool = False,
-) -> None:
-    """Create an empty store with status ``running`` (the cell arrays come with the table).
-
-    Args:
-        path: store directory (conventionally ``<slide stem>.leukoscreen.zarr``).
-        identity: slide, model and geometry of this run.
-        config: the resolved config tree as plain dicts (``config.to_dict``), saved in the attrs.
-        overwrite: delete an existing leukoscreen store at ``path`` first.
-
-    Raises:
-        OutputExistsError: ``path`` exists and ``overwrite`` is false.
-        OutputError: ``path`` cannot be created, or exists and is not a leukoscreen store.
-    """
-    path = Path(path)
-    check_output_location(path, resume=False, overwrite=overwrite)
-    if path.exists():
-        shutil.rmtree(path)
-    try:
-        attrs = {
-            "format_version": FORMAT_VERSION,
-            "leukoscreen_version": __version__,
-            "status": "running",
-            **identity.to_attrs(),
-            "config": json.loads(json.dumps(dict(config))),
-            "n_cells": None,
-            "n_batches": None,
-            "table_written": False,
-            "timings": {},
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        # One write: the group's zarr.json appears with its attributes, so a run killed at any
-        # moment leaves either no store or one that --resume recognises.
-        zarr.open_group(path, mode="w-", zarr_format=3, attributes={ATTRS_KEY: attrs})
-    except OSError as err:
-        raise OutputError(f"{path}: cannot create the output store ({err})") from err
-
-
 def read_attrs(path: Path) -> dict[str, Any]:
     """The ``leukoscreen`` attributes of a store.
 
@@ -313,130 +141,284 @@ def read_attrs(path: Path) -> dict[str, Any]:
     return dict(root.attrs[ATTRS_KEY])  # type: ignore[arg-type]
 
 
-def _update_attrs(path: Path, **changes: Any) -> dict[str, Any]:
-    root = zarr.open_group(path, mode="r+")
-    attrs = dict(root.attrs[ATTRS_KEY])  # type: ignore[arg-type]
-    attrs.update(json.loads(json.dumps(changes)))
-    root.attrs[ATTRS_KEY] = attrs
-    return attrs
+class CellStore:
+    """One slide's store, for the run that writes it: it owns the layout.
 
-
-def open_for_resume(path: Path, identity: StoreIdentity) -> ResumeState:
-    """Open an existing store to continue it, after checking it was made by the same run.
-
-    Args:
-        path: an existing store directory.
-        identity: slide, model and geometry of the run that wants to continue it.
-
-    Returns:
-        How far the store got.
-
-    Raises:
-        OutputError: not a leukoscreen store, another format version, or made with another slide,
-            scale, model or geometry (the message shows both values).
+    It knows its identity (slide, model, geometry, batch size) and, once the table is written,
+    its cell count; it numbers the cells and assigns their batches itself. Made by
+    :meth:`create`, or :meth:`open` for an existing store (a resumed run, an SR task on a worker).
     """
-    path = Path(path)
-    attrs = read_attrs(path)
-    if attrs.get("format_version") != FORMAT_VERSION:
-        raise OutputError(
-            f"{path}: store format version {attrs.get('format_version')!r}, this leukoscreen "
-            f"writes {FORMAT_VERSION}; use --overwrite to start over"
-        )
-    stored = StoreIdentity.from_attrs(attrs)
-    for name, words in _CHECKED_FIELDS.items():
-        old, new = getattr(stored, name), getattr(identity, name)
-        if old != new:
-            raise OutputError(
-                f"{path}: cannot resume: the store was made with {words} {old!r}, this run has "
-                f"{new!r}; use --overwrite to start over"
-            )
-    if not attrs.get("table_written"):
-        return ResumeState(n_cells=None, done=None, complete=False)
-    n_cells = int(attrs["n_cells"])
-    return ResumeState(
-        n_cells=n_cells, done=read_done(path), complete=attrs.get("status") == "complete"
-    )
 
+    def __init__(self, path: Path, attrs: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self.identity = StoreIdentity.from_attrs(attrs)
+        self._attrs = dict(attrs)
 
-def read_done(path: Path) -> np.ndarray:
-    """(n_batches,) bool: which batches have all their chunks written."""
-    done_array = zarr.open_array(Path(path) / "batches" / "done", mode="r")
-    return np.asarray(done_array[:], dtype=bool)
-
-
-def write_cell_table(
-    path: Path,
-    table: Mapping[str, np.ndarray],
-    *,
-    compression_level: int = 3,
-    detection: Mapping[str, Any] | None = None,
-) -> int:
-    """Create the cell arrays sized to the table, write the table, and record the cell count.
-
-    Safe to repeat: a run killed while this ran is redone on resume (``table_written`` is set
-    last).
-
-    Args:
-        path: a store made by :func:`create_store`.
-        table: every column of ``TABLE_COLUMNS``, each (N,) (``bbox`` (N, 4)); rows in cell-id
-            order, ``cell_id == arange(N)`` and ``batch == cell_id // batch_size``.
-        compression_level: zstd level of the cell arrays and table.
-        detection: what the detector estimated on this slide (the stain), saved in the attrs
-            under ``detection``.
-
-    Returns:
-        The number of batches.
-
-    Raises:
-        ValueError: a column is missing, has the wrong shape, or the ids are not ``arange(N)``.
-    """
-    path = Path(path)
-    attrs = read_attrs(path)
-    ident = StoreIdentity.from_attrs(attrs)
-    n_cells = _check_table(table, ident.batch_size)
-    n_batches = n_batches_for(n_cells, ident.batch_size)
-    B, H, h = ident.batch_size, ident.hr_size_px, ident.lr_size_px
-    zstd = ZstdCodec(level=compression_level)
-    root = zarr.open_group(path, mode="r+")
-
+    @classmethod
     def create(
-        name: str,
-        shape: tuple[int, ...],
-        chunks: tuple[int, ...],
-        dtype: str,
-        dims: list[str],
-        compressed: bool = True,
-    ) -> zarr.Array:
-        return root.create_array(
-            name,
-            shape=shape,
-            chunks=chunks,
-            dtype=dtype,
-            compressors=zstd if compressed else None,
-            fill_value=0,
-            dimension_names=dims,
-            overwrite=True,
+        cls,
+        path: Path,
+        identity: StoreIdentity,
+        *,
+        config: Mapping[str, Any],
+        overwrite: bool = False,
+    ) -> CellStore:
+        """Create an empty store with status ``running`` (the cell arrays come with the table).
+
+        Args:
+            path: store directory (conventionally ``<slide stem>.leukoscreen.zarr``).
+            identity: slide, model and geometry of this run.
+            config: the resolved config tree as plain dicts (``config.to_dict``), saved in the
+                attrs.
+            overwrite: delete an existing leukoscreen store at ``path`` first.
+
+        Raises:
+            OutputExistsError: ``path`` exists and ``overwrite`` is false.
+            OutputError: ``path`` cannot be created, or exists and is not a leukoscreen store.
+        """
+        path = Path(path)
+        check_output_location(path, resume=False, overwrite=overwrite)
+        if path.exists():
+            shutil.rmtree(path)
+        attrs = {
+            "format_version": FORMAT_VERSION,
+            "leukoscreen_version": __version__,
+            "status": "running",
+            **identity.to_attrs(),
+            "config": json.loads(json.dumps(dict(config))),
+            "n_cells": None,
+            "n_batches": None,
+            "table_written": False,
+            "timings": {},
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        try:
+            # One write: the group's zarr.json appears with its attributes, so a run killed at
+            # any moment leaves either no store or one that --resume recognises.
+            zarr.open_group(path, mode="w-", zarr_format=3, attributes={ATTRS_KEY: attrs})
+        except OSError as err:
+            raise OutputError(f"{path}: cannot create the output store ({err})") from err
+        return cls(path, attrs)
+
+    @classmethod
+    def open(cls, path: Path) -> CellStore:
+        """An existing store of this format version, any status.
+
+        Raises:
+            OutputError: not a leukoscreen store, or another format version.
+        """
+        attrs = read_attrs(path)
+        if attrs.get("format_version") != FORMAT_VERSION:
+            raise OutputError(
+                f"{path}: store format version {attrs.get('format_version')!r}, this leukoscreen "
+                f"writes {FORMAT_VERSION}; use --overwrite to start over"
+            )
+        return cls(Path(path), attrs)
+
+    def check_same_run(self, identity: StoreIdentity) -> None:
+        """Refuse to continue a store made by another run (slide, scale, model, geometry).
+
+        Raises:
+            OutputError: the first field that differs, with both values.
+        """
+        difference = first_difference(self.identity, identity)
+        if difference is not None:
+            words, old, new = difference
+            raise OutputError(
+                f"{self.path}: cannot resume: the store was made with {words} {old!r}, this "
+                f"run has {new!r}; use --overwrite to start over"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        """Cells per batch and per chunk of the cell arrays."""
+        return self.identity.batch_size
+
+    @property
+    def table_written(self) -> bool:
+        """Whether the cell table and the (empty) cell arrays exist."""
+        return bool(self._attrs.get("table_written"))
+
+    @property
+    def n_cells(self) -> int:
+        """Cells in the table.
+
+        Raises:
+            OutputError: the table is not written yet.
+        """
+        if not self.table_written:
+            raise OutputError(f"{self.path}: the store has no cell table yet")
+        return int(self._attrs["n_cells"])
+
+    @property
+    def n_batches(self) -> int:
+        """SR batches covering the cells (the last may be short)."""
+        return n_batches_for(self.n_cells, self.batch_size)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the store was finalized."""
+        return self._attrs.get("status") == "complete"
+
+    def batch_bounds(self, batch: int) -> tuple[int, int]:
+        """``(start, stop)`` cell indices of ``batch``.
+
+        Raises:
+            ValueError: a batch index out of range.
+        """
+        if not 0 <= batch < self.n_batches:
+            raise ValueError(f"batch_index {batch} out of range [0, {self.n_batches})")
+        start = batch * self.batch_size
+        return start, min(start + self.batch_size, self.n_cells)
+
+    def done(self) -> np.ndarray:
+        """(n_batches,) bool: which batches have all their chunks written."""
+        done_array = zarr.open_array(self.path / "batches" / "done", mode="r")
+        return np.asarray(done_array[:], dtype=bool)
+
+    def write_table(
+        self,
+        columns: Mapping[str, np.ndarray],
+        *,
+        compression_level: int = 3,
+        detection: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Create the cell arrays sized to the table, write the table, and record the cell count.
+
+        The cells are numbered in the order given (``cell_id = arange(N)``) and put in batches
+        (``batch = cell_id // batch_size``). Safe to repeat: a run killed while this ran is
+        redone on resume (``table_written`` is set last).
+
+        Args:
+            columns: every column of ``TABLE_COLUMNS`` but ``cell_id`` and ``batch``, each (N,)
+                (``bbox`` (N, 4)), rows in cell-id order.
+            compression_level: zstd level of the cell arrays and table.
+            detection: what the detector estimated on this slide (the stain), saved in the attrs
+                under ``detection``.
+
+        Raises:
+            ValueError: a column is missing or has the wrong shape.
+        """
+        table = number_cells(columns, self.batch_size)
+        n_cells = _check_table(table)
+        ident, zstd = self.identity, ZstdCodec(level=compression_level)
+        B, H, h = ident.batch_size, ident.hr_size_px, ident.lr_size_px
+        root = zarr.open_group(self.path, mode="r+")
+
+        def create(
+            name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str, dims: list[str]
+        ) -> zarr.Array:
+            return root.create_array(
+                name, shape=shape, chunks=chunks, dtype=dtype, dimension_names=dims,
+                compressors=None if name == "batches/done" else zstd, fill_value=0, overwrite=True,
+            )  # fmt: skip
+
+        create("cells/sr", (n_cells, H, H, 3), (B, H, H, 3), "uint8", ["cell", "row", "col", "rgb"])
+        if ident.has_prior:
+            create("cells/parsing", (n_cells, H, H), (B, H, H), "uint8", ["cell", "row", "col"])
+            create(f"cells/table/{CONFIDENCE}", (n_cells,), (B,), "float32", ["cell"])
+        create("cells/lr", (n_cells, h, h, 3), (B, h, h, 3), "uint8", ["cell", "row", "col", "rgb"])
+        rows = max(1, min(n_cells, _TABLE_CHUNK_ROWS))
+        for name, (dtype, tail) in TABLE_COLUMNS.items():
+            dims = ["cell"] + (["bbox"] if tail else [])
+            column = create(f"cells/table/{name}", (n_cells, *tail), (rows, *tail), dtype, dims)
+            if n_cells:
+                column[...] = np.asarray(table[name], dtype=dtype)
+        # All False (the fill value) until each batch sets its own one-element chunk.
+        create("batches/done", (n_batches_for(n_cells, B),), (1,), "bool", ["batch"])
+        extra = {"detection": json.loads(json.dumps(dict(detection)))} if detection else {}
+        self._update_attrs(
+            n_cells=n_cells, n_batches=n_batches_for(n_cells, B), table_written=True, **extra
         )
 
-    create("cells/sr", (n_cells, H, H, 3), (B, H, H, 3), "uint8", ["cell", "row", "col", "rgb"])
-    if ident.has_prior:
-        create("cells/parsing", (n_cells, H, H), (B, H, H), "uint8", ["cell", "row", "col"])
-        create(f"cells/table/{CONFIDENCE}", (n_cells,), (B,), "float32", ["cell"])
-    create("cells/lr", (n_cells, h, h, 3), (B, h, h, 3), "uint8", ["cell", "row", "col", "rgb"])
-    rows = max(1, min(n_cells, _TABLE_CHUNK_ROWS))
-    for name, (dtype, tail) in TABLE_COLUMNS.items():
-        dims = ["cell"] + (["bbox"] if tail else [])
-        column = create(f"cells/table/{name}", (n_cells, *tail), (rows, *tail), dtype, dims)
-        if n_cells:
-            column[...] = np.asarray(table[name], dtype=dtype)
-    # All False (the fill value) until each batch sets its own one-element chunk.
-    create("batches/done", (n_batches,), (1,), "bool", ["batch"], compressed=False)
-    extra = {"detection": json.loads(json.dumps(dict(detection)))} if detection else {}
-    _update_attrs(path, n_cells=n_cells, n_batches=n_batches, table_written=True, **extra)
-    return n_batches
+    def write_batch(
+        self,
+        batch: int,
+        sr: np.ndarray,
+        parsing: np.ndarray | None,
+        lr: np.ndarray,
+        confidence: np.ndarray | None = None,
+    ) -> None:
+        """Write one batch's chunks (the only writer of those chunks); :meth:`mark_done` follows.
+
+        Args:
+            batch: which batch; it owns cells ``[b * B, min((b + 1) * B, N))``.
+            sr: (n, H, W, 3) uint8 super-resolved cells.
+            parsing: (n, H, W) uint8 labels, or ``None`` for a network without prior.
+            lr: (n, h, w, 3) uint8 LR crops as fed to the network.
+            confidence: (n,) float32 parsing confidence of each cell (with ``parsing``).
+
+        Raises:
+            ValueError: shapes or dtypes that do not match the store, or a batch index out of
+                range.
+            OutputError: the store lacks a cell array (the table was never written).
+        """
+        start, stop = self.batch_bounds(batch)
+        n, H, h = stop - start, self.identity.hr_size_px, self.identity.lr_size_px
+        root = zarr.open_group(self.path, mode="r+")
+        _check_block("sr", sr, (n, H, H, 3))
+        _check_block("lr", lr, (n, h, h, 3))
+        if self.identity.has_prior:
+            if parsing is None:
+                raise ValueError("the store has cells/parsing but the batch has no parsing maps")
+            _check_block("parsing", parsing, (n, H, H))
+        confidence_array = root.get(f"cells/table/{CONFIDENCE}")
+        if isinstance(confidence_array, zarr.Array):  # stores before it had no such column
+            if confidence is None or np.shape(confidence) != (n,):
+                raise ValueError(
+                    f"the store has a {CONFIDENCE} column; the batch needs ({n},) values"
+                )
+            confidence_array[start:stop] = np.asarray(confidence, dtype=np.float32)
+        self._array(root, "cells/sr")[start:stop] = sr
+        if self.identity.has_prior and parsing is not None:
+            self._array(root, "cells/parsing")[start:stop] = parsing
+        self._array(root, "cells/lr")[start:stop] = lr
+
+    def mark_done(self, batch: int) -> None:
+        """Record that ``batch``'s chunks are on disk (after :meth:`write_batch`)."""
+        root = zarr.open_group(self.path, mode="r+")
+        self._array(root, "batches/done")[batch] = True
+
+    def finalize(self, *, timings: Mapping[str, float]) -> None:
+        """Mark the store complete, after checking that every batch is done.
+
+        Args:
+            timings: seconds per stage (``detect_s``, ``sr_s``, ``total_s``, ...), saved in the
+                attrs.
+
+        Raises:
+            OutputError: the table is not written or some batch is not done.
+        """
+        if not self.table_written:
+            raise OutputError(f"{self.path}: cannot finalize: the cell table was never written")
+        done = self.done()
+        if not done.all():
+            missing = np.flatnonzero(~done)
+            raise OutputError(
+                f"{self.path}: cannot finalize: {missing.size} of {done.size} batches not written "
+                f"(first: {missing[:5].tolist()})"
+            )
+        self._update_attrs(
+            status="complete",
+            timings=dict(timings),
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+
+    def _update_attrs(self, **changes: Any) -> None:
+        root = zarr.open_group(self.path, mode="r+")
+        attrs = dict(root.attrs[ATTRS_KEY])  # type: ignore[arg-type]
+        attrs.update(json.loads(json.dumps(changes)))
+        root.attrs[ATTRS_KEY] = attrs
+        self._attrs = attrs
+
+    def _array(self, root: zarr.Group, name: str) -> zarr.Array:
+        node = root.get(name)
+        if not isinstance(node, zarr.Array):
+            raise OutputError(f"{self.path}: expected a Zarr array at {name!r}, found {node!r}")
+        return node
 
 
-def _check_table(table: Mapping[str, np.ndarray], batch_size: int) -> int:
+def _check_table(table: Mapping[str, np.ndarray]) -> int:
     missing = [name for name in TABLE_COLUMNS if name not in table]
     if missing:
         raise ValueError(f"cell table lacks columns {missing}")
@@ -447,76 +429,7 @@ def _check_table(table: Mapping[str, np.ndarray], batch_size: int) -> int:
             raise ValueError(
                 f"cell table column {name!r} has shape {shape}, expected {(n_cells, *tail)}"
             )
-    ids = np.asarray(table["cell_id"])
-    if not np.array_equal(ids, np.arange(n_cells)):
-        raise ValueError("cell table cell_id must be arange(N) in row order")
-    if not np.array_equal(np.asarray(table["batch"]), ids // batch_size):
-        raise ValueError(f"cell table batch must be cell_id // {batch_size}")
     return n_cells
-
-
-def write_batch(
-    store_path: Path,
-    batch_index: int,
-    sr: np.ndarray,
-    parsing: np.ndarray | None,
-    lr: np.ndarray,
-    confidence: np.ndarray | None = None,
-) -> None:
-    """Write one batch's chunks, then mark the batch done (the only writer of those chunks).
-
-    Args:
-        store_path: the store.
-        batch_index: which batch; it owns cells ``[b * B, min((b + 1) * B, N))``.
-        sr: (n, H, W, 3) uint8 super-resolved cells.
-        parsing: (n, H, W) uint8 labels, or ``None`` for a network without prior.
-        lr: (n, h, w, 3) uint8 LR crops as fed to the network.
-        confidence: (n,) float32 parsing confidence of each cell (with ``parsing``).
-
-    Raises:
-        ValueError: shapes or dtypes that do not match the store, or a batch index out of range.
-        OutputError: the store lacks a cell array (not made by :func:`write_cell_table`).
-    """
-    path = Path(store_path)
-    root = zarr.open_group(path, mode="r+")
-    sr_array = _array(root, "cells/sr", path)
-    lr_array = _array(root, "cells/lr", path)
-    n_cells = sr_array.shape[0]
-    batch_size = sr_array.chunks[0]
-    n_batches = n_batches_for(n_cells, batch_size)
-    if not 0 <= batch_index < n_batches:
-        raise ValueError(f"batch_index {batch_index} out of range [0, {n_batches})")
-    start, stop = batch_bounds(batch_index, n_cells, batch_size)
-    n = stop - start
-    _check_block("sr", sr, (n, *sr_array.shape[1:]))
-    _check_block("lr", lr, (n, *lr_array.shape[1:]))
-    parsing_array = _array(root, "cells/parsing", path) if _has_parsing(root) else None
-    if parsing_array is not None:
-        if parsing is None:
-            raise ValueError("the store has cells/parsing but the batch has no parsing maps")
-        _check_block("parsing", parsing, (n, *parsing_array.shape[1:]))
-    confidence_array = root.get(f"cells/table/{CONFIDENCE}")
-    if isinstance(confidence_array, zarr.Array):  # stores before it had no such column
-        if confidence is None or np.shape(confidence) != (n,):
-            raise ValueError(f"the store has a {CONFIDENCE} column; the batch needs ({n},) values")
-        confidence_array[start:stop] = np.asarray(confidence, dtype=np.float32)
-    sr_array[start:stop] = sr
-    if parsing_array is not None and parsing is not None:
-        parsing_array[start:stop] = parsing
-    lr_array[start:stop] = lr
-    # Last: the batch is done only once its data is on disk.
-    _array(root, "batches/done", path)[batch_index] = True
-
-
-def _array(root: zarr.Group, name: str, path: Path) -> zarr.Array:
-    node = root.get(name)
-    if not isinstance(node, zarr.Array):
-        raise OutputError(f"{path}: expected a Zarr array at {name!r}, found {node!r}")
-    return node
-
-
-def _has_parsing(root: zarr.Group) -> bool:
-    return isinstance(root.get("cells/parsing"), zarr.Array)
 
 
 def _check_block(name: str, block: np.ndarray, expected: tuple[int, ...]) -> None:
@@ -524,35 +437,6 @@ def _check_block(name: str, block: np.ndarray, expected: tuple[int, ...]) -> Non
         raise ValueError(
             f"{name} block has shape {block.shape} {block.dtype}, expected {expected} uint8"
         )
-
-
-def finalize(path: Path, *, timings: Mapping[str, float]) -> None:
-    """Mark the store complete, after checking that every batch is done.
-
-    Args:
-        path: the store.
-        timings: seconds per stage (``detect_s``, ``sr_s``, ``total_s``, ...), saved in the attrs.
-
-    Raises:
-        OutputError: the table is not written or some batch is not done.
-    """
-    path = Path(path)
-    attrs = read_attrs(path)
-    if not attrs.get("table_written"):
-        raise OutputError(f"{path}: cannot finalize: the cell table was never written")
-    done = read_done(path)
-    if not done.all():
-        missing = np.flatnonzero(~done)
-        raise OutputError(
-            f"{path}: cannot finalize: {missing.size} of {done.size} batches not written "
-            f"(first: {missing[:5].tolist()})"
-        )
-    _update_attrs(
-        path,
-        status="complete",
-        timings=dict(timings),
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )
 
 
 def read_table(path: Path) -> dict[str, np.ndarray]:
@@ -591,7 +475,7 @@ def open_cells(path: Path, *, allow_incomplete: bool = False) -> StoredCells:
         )
     if not attrs.get("table_written"):
         raise OutputError(f"{path}: the store has no cell table yet")
-    has_parsing = _has_parsing(zarr.open_group(path, mode="r"))
+    has_parsing = isinstance(zarr.open_group(path, mode="r").get("cells/parsing"), zarr.Array)
     return StoredCells(
         sr=da.from_zarr(str(path), component="cells/sr"),
         parsing=da.from_zarr(str(path), component="cells/parsing") if has_parsing else None,

@@ -25,6 +25,7 @@ from leukoscreen.pipeline.detect import detect_slide
 from leukoscreen.pipeline.run import check_distinct_outputs, table_columns
 from leukoscreen.pipeline.slide import Slide
 from leukoscreen.pipeline.stain import StainEstimate
+from leukoscreen.pipeline.store_layout import number_cells
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 BBOX_COLUMNS = ("bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1")
@@ -133,7 +134,7 @@ def detect_slides(
         start = time.perf_counter()
         with Slide.open(Path(slide_path), mpp=config.slide.mpp or None) as slide:
             cells, stain = detect_slide(slide, config.detect, progress=progress)
-            columns = table_columns(cells, mpp=slide.mpp, batch_size=config.inference.batch_size)
+            columns = number_cells(table_columns(cells, mpp=slide.mpp), config.inference.batch_size)
         write_table(table_path, flat_columns(columns))
         summaries.append(
             DetectSummary(

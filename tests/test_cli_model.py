@@ -139,13 +139,13 @@ def test_train_default_run_folder(
         (
             ["--arch", "nope"],
             "leukoscreen: error: --arch: expected one of gp, np, srcnn, vdsr, srresnet, gpsft, "
-            "got 'nope'",
+            "found str 'nope'",
         ),
-        (["--scale", "3"], "leukoscreen: error: --scale: expected one of 4, 8, got 3"),
+        (["--scale", "3"], "leukoscreen: error: --scale: expected one of 4, 8, found int 3"),
         (["--scale", "four"], "leukoscreen: Invalid value for '--scale': "),
         (
             ["--epochs", "0"],
-            "leukoscreen: error: epochs, batch_size and mask_repeat must be >= 1, got 0, 8, 1",
+            "leukoscreen: error: --epochs: expected >= 1, found 0",
         ),
     ],
     ids=["arch", "scale", "scale-not-int", "epochs"],

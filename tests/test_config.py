@@ -192,9 +192,50 @@ def test_int_is_accepted_where_float_is_expected(tmp_path: Path) -> None:
             id="int-for-bool",
         ),
         pytest.param(
-            "[inference]\narch = 3\n",
-            "key 'inference.arch': expected str, found int 3",
+            "[inference]\ncheckpoint = 3\n",
+            "key 'inference.checkpoint': expected str, found int 3",
             id="int-for-str",
+        ),
+        pytest.param(
+            "[inference]\narch = 3\n",
+            "key 'inference.arch': expected one of default, bicubic, gp, np, srcnn, vdsr, "
+            "srresnet, gpsft, found int 3",
+            id="int-for-arch",
+        ),
+        pytest.param(
+            "[inference]\nscale = 5\n",
+            "key 'inference.scale': expected one of 4, 8, found int 5",
+            id="scale-not-4-or-8",
+        ),
+        pytest.param(
+            "[inference]\nscale = true\n",
+            "key 'inference.scale': expected one of 4, 8, found bool True",
+            id="bool-for-scale",
+        ),
+        pytest.param(
+            "[train]\nprecision = 'fp16'\n",
+            "key 'train.precision': expected one of auto, bf16, fp32, found str 'fp16'",
+            id="unknown-precision",
+        ),
+        pytest.param(
+            "[inference]\ndevice = 'tpu'\n",
+            "key 'inference.device': expected one of auto, cpu, cuda, found str 'tpu'",
+            id="unknown-device",
+        ),
+        pytest.param(
+            "[inference]\nbatch_size = 0\n",
+            "key 'inference.batch_size': expected >= 1, found 0",
+            id="batch-size-zero",
+        ),
+        pytest.param(
+            "[inference]\nscale = 8\nhr_size_px = 220\n",
+            "key 'inference.hr_size_px': expected a multiple of the scale 8, found 220",
+            id="hr-size-not-a-multiple",
+        ),
+        pytest.param(
+            "[train]\nepochs = 0\n",
+            "key 'train.epochs': expected >= 1, found 0",
+            id="epochs-zero",
         ),
         pytest.param(
             "[cluster]\nn_workers = [1, 2]\n",
@@ -297,16 +338,28 @@ def test_override_works_on_one_section() -> None:
             "inference.scale.x", 1, "override: unknown key 'inference.scale.x'", id="too-deep"
         ),
         pytest.param(
-            "inference.scale",
+            "inference.batch_size",
             "4",
-            "override: key 'inference.scale': expected int, found str '4'",
+            "override: key 'inference.batch_size': expected int, found str '4'",
             id="str-for-int",
         ),
         pytest.param(
-            "inference.scale",
+            "inference.batch_size",
             True,
-            "override: key 'inference.scale': expected int, found bool True",
+            "override: key 'inference.batch_size': expected int, found bool True",
             id="bool-for-int",
+        ),
+        pytest.param(
+            "inference.scale",
+            3,
+            "override: key 'inference.scale': expected one of 4, 8, found int 3",
+            id="scale-not-4-or-8",
+        ),
+        pytest.param(
+            "inference.batch_size",
+            0,
+            "override: key 'inference.batch_size': expected >= 1, found 0",
+            id="batch-size-zero",
         ),
         pytest.param(
             "slide.mpp",

@@ -13,10 +13,10 @@ from leukoscreen.model.errors import (
     DataError,
     LeukoscreenError,
     MissingMppError,
-    NotBuiltError,
     OutputError,
     OutputExistsError,
     SlideReadError,
+    StoreLockedError,
     UsageError,
 )
 
@@ -30,7 +30,7 @@ BUILTIN_OF = {
     OutputError: OSError,
     CheckpointError: OSError,
     DataError: ValueError,
-    NotBuiltError: NotImplementedError,
+    StoreLockedError: OSError,
 }
 
 

@@ -8,9 +8,11 @@ the same store as an uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -458,7 +460,7 @@ def test_bad_scale_without_weights(svs_slide, models, tmp_path, capsys) -> None:
 def test_bad_scale_not_offered(svs_slide, models, capsys) -> None:
     assert main(["run", str(svs_slide.path), "--scale", "3",
                  "--config", str(models["x8.toml"])]) == 2  # fmt: skip
-    assert error_line(capsys) == "leukoscreen: error: --scale: expected 4 or 8, found 3"
+    assert error_line(capsys) == "leukoscreen: error: --scale: expected one of 4, 8, found int 3"
 
 
 def test_bad_existing_output(svs_slide, models, reference, capsys) -> None:
@@ -515,7 +517,7 @@ def test_bad_resume_of_another_run(
 ) -> None:
     copy = tmp_path / "copy.leukoscreen.zarr"
     shutil.copytree(reference, copy)
-    store.write_batch(copy, 0, *(np.asarray(a) for a in _zeros_batch()))  # any write would show
+    store.CellStore.open(copy).write_batch(0, *_zeros_batch())  # any write would show
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
     slide = tiff_slide.path if which == "slide" else svs_slide.path
     args = [
@@ -544,10 +546,67 @@ def _zeros_batch() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def test_overwrite_starts_over(svs_slide, models, reference, tmp_path) -> None:
     copy = tmp_path / "copy.leukoscreen.zarr"
     shutil.copytree(reference, copy)
-    store.write_batch(copy, 0, *_zeros_batch())  # damage a batch
+    store.CellStore.open(copy).write_batch(0, *_zeros_batch())  # damage a batch
     assert main(["run", str(svs_slide.path), "--out", str(copy), "--overwrite",
                  "--config", str(models["x8.toml"])]) == 0  # fmt: skip
     assert_same_store(copy, reference)
+
+
+# ----------------------------------------------------------------------------- one writer
+
+_HOLD_LOCK = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from leukoscreen.pipeline.store_lock import WriterLock\n"
+    "with WriterLock.acquire(Path(sys.argv[1])):\n"
+    "    print('locked', flush=True)\n"
+    "    sys.stdin.read()\n"
+)
+
+
+def test_a_second_writer_is_refused_while_a_run_holds_the_store(
+    svs_slide, models, reference, tmp_path, capsys
+) -> None:
+    # Another process holds the writer lock of a complete store and of a new path, as a run in
+    # progress would: run, --resume and --overwrite are refused and nothing is touched.
+    copy, new = tmp_path / "copy.leukoscreen.zarr", tmp_path / "new.leukoscreen.zarr"
+    shutil.copytree(reference, copy)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    holders = [
+        subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+        for path in (copy, new)
+    ]  # fmt: skip
+    try:
+        for holder in holders:
+            assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        cases = [(copy, ["--resume"], holders[0]), (copy, ["--overwrite"], holders[0]),
+                 (new, [], holders[1])]  # fmt: skip
+        for out, flags, holder in cases:
+            args = ["run", str(svs_slide.path), "--out", str(out), *flags]
+            assert main([*args, "--config", str(models["x8.toml"])]) == 2
+            assert error_line(capsys).startswith(
+                f"leukoscreen: error: {out}: another leukoscreen run is writing this store "
+                f"(pid {holder.pid} on host "
+            )
+    finally:
+        for holder in holders:
+            holder.communicate("")
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+    assert not new.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.leukoscreen.zarr"]
+
+
+def test_run_takes_over_the_lock_of_a_dead_run(svs_slide, models, reference, tmp_path) -> None:
+    out = tmp_path / "a.leukoscreen.zarr"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = tmp_path / "a.leukoscreen.zarr.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started_at": 0}))
+    assert main(["run", str(svs_slide.path), "--out", str(out),
+                 "--config", str(models["x8.toml"])]) == 0  # fmt: skip
+    assert_same_store(out, reference)
+    assert not lock.exists()  # released at the end
 
 
 # ----------------------------------------------------------------------------- faults

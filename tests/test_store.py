@@ -38,12 +38,12 @@ IDENTITY = store.StoreIdentity(
 )
 
 
-def make_table(n: int, batch_size: int = B) -> dict[str, np.ndarray]:
+def make_columns(n: int) -> dict[str, np.ndarray]:
+    """What the run hands the store: every column but cell_id and batch, which the store derives."""
     ids = np.arange(n, dtype=np.int64)
     rows = 10.0 * ids + 0.25
     cols = 5.0 * ids + 0.5
     return {
-        "cell_id": ids,
         "row": rows,
         "col": cols,
         "row_um": rows * 0.5,
@@ -51,8 +51,13 @@ def make_table(n: int, batch_size: int = B) -> dict[str, np.ndarray]:
         "bbox": np.stack([ids, ids + 1, ids + 10, ids + 11], axis=1).astype(np.int64),
         "area_um2": 30.0 + ids,
         "score": np.linspace(0.5, 1.0, n).astype(np.float32),
-        "batch": ids // batch_size,
     }
+
+
+def make_table(n: int, batch_size: int = B) -> dict[str, np.ndarray]:
+    """The table the store must hold."""
+    ids = np.arange(n, dtype=np.int64)
+    return {"cell_id": ids, **make_columns(n), "batch": ids // batch_size}
 
 
 def batch_pixels(batch: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -66,21 +71,23 @@ def batch_pixels(batch: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def new_store(tmp_path: Path, n: int, identity: store.StoreIdentity = IDENTITY) -> Path:
     path = tmp_path / "a.leukoscreen.zarr"
-    store.create_store(path, identity, config={"inference": {"scale": 8}})
-    store.write_cell_table(path, make_table(n, identity.batch_size))
+    cells = store.CellStore.create(path, identity, config={"inference": {"scale": 8}})
+    cells.write_table(make_columns(n))
     return path
 
 
 def fill(path: Path, n: int, batches: list[int] | None = None) -> None:
-    n_batches = store.n_batches_for(n, B)
-    for b in batches if batches is not None else range(n_batches):
-        start, stop = store.batch_bounds(b, n, B)
-        store.write_batch(path, b, *batch_pixels(b, stop - start))
+    cells = store.CellStore.open(path)
+    assert cells.n_cells == n
+    for b in batches if batches is not None else range(cells.n_batches):
+        start, stop = cells.batch_bounds(b)
+        cells.write_batch(b, *batch_pixels(b, stop - start))
+        cells.mark_done(b)
 
 
 def test_create_store_records_identity_and_running_status(tmp_path: Path) -> None:
     path = tmp_path / "a.leukoscreen.zarr"
-    store.create_store(path, IDENTITY, config={"inference": {"scale": 8}})
+    store.CellStore.create(path, IDENTITY, config={"inference": {"scale": 8}})
     attrs = store.read_attrs(path)
     assert attrs["status"] == "running"
     assert attrs["format_version"] == store.FORMAT_VERSION
@@ -124,9 +131,14 @@ def test_cell_arrays_are_chunked_one_batch_per_chunk(tmp_path: Path) -> None:
 
 def test_write_batch_fills_only_its_cells_then_marks_done(tmp_path: Path) -> None:
     path = new_store(tmp_path, 10)
+    cells = store.CellStore.open(path)
+    assert (cells.n_cells, cells.n_batches, cells.batch_size) == (10, 3, B)
+    assert cells.batch_bounds(2) == (8, 10)
     sr, parsing, lr, confidence = batch_pixels(2, 2)  # the short last batch: cells 8, 9
-    store.write_batch(path, 2, sr, parsing, lr, confidence)
-    np.testing.assert_array_equal(store.read_done(path), [False, False, True])
+    cells.write_batch(2, sr, parsing, lr, confidence)
+    assert not cells.done().any()  # written, not yet marked
+    cells.mark_done(2)
+    np.testing.assert_array_equal(cells.done(), [False, False, True])
     column = store.read_table(path)["parsing_confidence"]
     np.testing.assert_array_equal(column, np.float32([0] * 8 + [0.7, 0.71]))
     assert column.dtype == np.float32
@@ -143,9 +155,10 @@ def test_write_batch_fills_only_its_cells_then_marks_done(tmp_path: Path) -> Non
 )
 def test_write_batch_rejects_wrong_blocks(tmp_path: Path, batch: int, n: int, message: str) -> None:
     path = new_store(tmp_path, 10)
+    cells = store.CellStore.open(path)
     with pytest.raises(ValueError, match=message):
-        store.write_batch(path, batch, *batch_pixels(batch, n))
-    assert not store.read_done(path).any()
+        cells.write_batch(batch, *batch_pixels(batch, n))
+    assert not cells.done().any()
 
 
 def test_store_without_prior_has_no_confidence_column(tmp_path: Path) -> None:
@@ -156,16 +169,19 @@ def test_store_without_prior_has_no_confidence_column(tmp_path: Path) -> None:
 def test_write_batch_needs_parsing_when_the_store_has_it(tmp_path: Path) -> None:
     path = new_store(tmp_path, 4)
     sr, _, lr, confidence = batch_pixels(0, 4)
+    cells = store.CellStore.open(path)
     with pytest.raises(ValueError, match="has cells/parsing"):
-        store.write_batch(path, 0, sr, None, lr, confidence)
+        cells.write_batch(0, sr, None, lr, confidence)
     with pytest.raises(ValueError, match=r"parsing_confidence column; the batch needs \(4,\)"):
-        store.write_batch(path, 0, *batch_pixels(0, 4)[:3])
+        cells.write_batch(0, *batch_pixels(0, 4)[:3])
 
 
-def _write_one(args: tuple[str, int, int]) -> int:
-    path, batch, n = args
-    start, stop = store.batch_bounds(batch, n, B)
-    store.write_batch(Path(path), batch, *batch_pixels(batch, stop - start))
+def _write_one(args: tuple[str, int]) -> int:
+    path, batch = args
+    cells = store.CellStore.open(Path(path))
+    start, stop = cells.batch_bounds(batch)
+    cells.write_batch(batch, *batch_pixels(batch, stop - start))
+    cells.mark_done(batch)
     return os.getpid()
 
 
@@ -173,11 +189,12 @@ def test_concurrent_writers_of_different_batches_lose_nothing(tmp_path: Path) ->
     n = 4 * B + 1  # 5 batches, the last of one cell
     path = new_store(tmp_path, n)
     with ProcessPoolExecutor(max_workers=2) as pool:
-        list(pool.map(_write_one, [(str(path), b, n) for b in (4, 0, 3, 1, 2)]))
-    assert store.read_done(path).all()
+        list(pool.map(_write_one, [(str(path), b) for b in (4, 0, 3, 1, 2)]))
+    cells = store.CellStore.open(path)
+    assert cells.done().all()
     root = zarr.open_group(path, mode="r")
     for b in range(5):
-        start, stop = store.batch_bounds(b, n, B)
+        start, stop = cells.batch_bounds(b)
         sr, _, lr, _ = batch_pixels(b, stop - start)
         np.testing.assert_array_equal(root["cells/sr"][start:stop], sr)
         np.testing.assert_array_equal(root["cells/lr"][start:stop], lr)
@@ -187,25 +204,27 @@ def test_finalize_refuses_until_every_batch_is_written(tmp_path: Path) -> None:
     path = new_store(tmp_path, 10)
     fill(path, 10, [0])
     with pytest.raises(OutputError, match=r"2 of 3 batches not written \(first: \[1, 2\]\)"):
-        store.finalize(path, timings={})
+        store.CellStore.open(path).finalize(timings={})
     assert store.read_attrs(path)["status"] == "running"
     fill(path, 10, [1, 2])
-    store.finalize(path, timings={"total_s": 1.5})
+    store.CellStore.open(path).finalize(timings={"total_s": 1.5})
     attrs = store.read_attrs(path)
     assert attrs["status"] == "complete" and attrs["timings"] == {"total_s": 1.5}
 
 
 def test_finalize_refuses_a_store_without_table(tmp_path: Path) -> None:
     path = tmp_path / "a.leukoscreen.zarr"
-    store.create_store(path, IDENTITY, config={})
+    cells = store.CellStore.create(path, IDENTITY, config={})
     with pytest.raises(OutputError, match="cell table was never written"):
-        store.finalize(path, timings={})
+        cells.finalize(timings={})
+    with pytest.raises(OutputError, match="has no cell table yet"):
+        _ = cells.n_cells
 
 
 def test_open_cells_is_lazy_and_returns_what_was_written(tmp_path: Path) -> None:
     path = new_store(tmp_path, 10)
     fill(path, 10)
-    store.finalize(path, timings={})
+    store.CellStore.open(path).finalize(timings={})
     cells = store.open_cells(path)
     assert isinstance(cells.sr, da.Array) and isinstance(cells.parsing, da.Array)
     assert cells.sr.chunks[0] == (4, 4, 2) and len(cells) == 10
@@ -234,8 +253,8 @@ def test_open_cells_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> None
 
 def test_zero_cells_make_a_complete_store_of_empty_arrays(tmp_path: Path) -> None:
     path = new_store(tmp_path, 0)
-    assert store.read_done(path).shape == (0,)
-    store.finalize(path, timings={})
+    assert store.CellStore.open(path).done().shape == (0,)
+    store.CellStore.open(path).finalize(timings={})
     cells = store.open_cells(path)
     assert cells.sr.shape == (0, H, H, 3) and cells.lr.shape == (0, LR, LR, 3)
     assert cells.sr.compute().shape == (0, H, H, 3)
@@ -248,8 +267,10 @@ def test_network_without_prior_has_no_parsing_array(tmp_path: Path) -> None:
     identity = replace(IDENTITY, arch="np", has_prior=False)
     path = new_store(tmp_path, 3, identity)
     sr, _, lr, _ = batch_pixels(0, 3)
-    store.write_batch(path, 0, sr, None, lr)
-    store.finalize(path, timings={})
+    writer = store.CellStore.open(path)
+    writer.write_batch(0, sr, None, lr)
+    writer.mark_done(0)
+    writer.finalize(timings={})
     cells = store.open_cells(path)
     assert cells.parsing is None
     np.testing.assert_array_equal(cells.sr.compute(), sr)
@@ -266,25 +287,43 @@ def test_network_without_prior_has_no_parsing_array(tmp_path: Path) -> None:
         ({"batch_size": 8}, "batch size 4, this run has 8"),
     ],
 )
-def test_open_for_resume_refuses_another_run(tmp_path: Path, change: dict, message: str) -> None:
+def test_resume_refuses_another_run(tmp_path: Path, change: dict, message: str) -> None:
     path = new_store(tmp_path, 10)
     with pytest.raises(OutputError, match=message) as info:
-        store.open_for_resume(path, replace(IDENTITY, **change))
+        store.CellStore.open(path).check_same_run(replace(IDENTITY, **change))
     assert str(info.value).startswith(str(path))
     assert "--overwrite" in str(info.value)
 
 
-def test_open_for_resume_reports_progress(tmp_path: Path) -> None:
+def test_open_reports_progress(tmp_path: Path) -> None:
     path = tmp_path / "a.leukoscreen.zarr"
-    store.create_store(path, IDENTITY, config={})
+    store.CellStore.create(path, IDENTITY, config={})
     moved = replace(IDENTITY, slide_path="/elsewhere/a.svs", slide_vendor="other")
-    state = store.open_for_resume(path, moved)  # a moved slide is the same slide
-    assert state.n_cells is None and state.done is None and not state.complete
-    store.write_cell_table(path, make_table(10))
+    state = store.CellStore.open(path)
+    state.check_same_run(moved)  # a moved slide is the same slide
+    assert not state.table_written and not state.complete
+    state.write_table(make_columns(10))
     fill(path, 10, [1])
-    state = store.open_for_resume(path, IDENTITY)
+    state = store.CellStore.open(path)
     assert state.n_cells == 10 and not state.complete
-    np.testing.assert_array_equal(state.done, [False, True, False])
+    np.testing.assert_array_equal(state.done(), [False, True, False])
+
+
+def test_open_refuses_another_format_version(tmp_path: Path) -> None:
+    path = new_store(tmp_path, 2)
+    root = zarr.open_group(path, mode="r+")
+    attrs = dict(root.attrs["leukoscreen"])
+    root.attrs["leukoscreen"] = {**attrs, "format_version": 2}
+    with pytest.raises(OutputError, match=r"store format version 2, this leukoscreen writes 1"):
+        store.CellStore.open(path)
+
+
+def test_write_table_refuses_a_missing_column(tmp_path: Path) -> None:
+    cells = store.CellStore.create(tmp_path / "a.leukoscreen.zarr", IDENTITY, config={})
+    columns = make_columns(3)
+    del columns["score"]
+    with pytest.raises(ValueError, match=r"cell table lacks columns \['score'\]"):
+        cells.write_table(columns)
 
 
 def test_check_output_location(tmp_path: Path) -> None:
@@ -316,8 +355,8 @@ def test_create_store_overwrite_replaces_an_old_store(tmp_path: Path) -> None:
     path = new_store(tmp_path, 10)
     fill(path, 10)
     with pytest.raises(OutputExistsError):
-        store.create_store(path, IDENTITY, config={})
-    store.create_store(path, IDENTITY, config={}, overwrite=True)
+        store.CellStore.create(path, IDENTITY, config={})
+    store.CellStore.create(path, IDENTITY, config={}, overwrite=True)
     assert store.read_attrs(path)["table_written"] is False
     assert not (path / "cells").exists()
 
@@ -325,7 +364,7 @@ def test_create_store_overwrite_replaces_an_old_store(tmp_path: Path) -> None:
 def test_cell_dataset_items(tmp_path: Path) -> None:
     path = new_store(tmp_path, 10)
     fill(path, 10)
-    store.finalize(path, timings={})
+    store.CellStore.open(path).finalize(timings={})
     dataset = CellDataset(path)
     assert len(dataset) == 10
     item = dataset[5]  # batch 1, offset 1

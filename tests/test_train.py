@@ -207,21 +207,15 @@ def test_charbonnier() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (
-            {"arch": "nope"},
-            r"^--arch: expected one of gp, np, srcnn, vdsr, srresnet, gpsft, got 'nope'",
-        ),
-        ({"scale": 3}, r"^--scale: expected one of 4, 8, got 3"),
-        ({"epochs": 0}, r"epochs, batch_size and mask_repeat must be >= 1, got 0, 4, 1"),
-        ({"mask_repeat": 0}, r"epochs, batch_size and mask_repeat must be >= 1, got 2, 4, 0"),
+        ({"epochs": 0}, r"^epochs: expected >= 1, found 0$"),
+        ({"mask_repeat": 0}, r"^mask_repeat: expected >= 1, found 0$"),
+        ({"batch_size": 0}, r"^batch_size: expected >= 1, found 0$"),
     ],
 )
-def test_bad_config_is_a_usage_error(
-    cells: Path, tmp_path: Path, change: dict[str, Any], message: str
-) -> None:
-    with pytest.raises(UsageError, match=message):
-        _train(replace(CFG, **change), cells, tmp_path)
-    assert not (tmp_path / "last.pt").exists()
+def test_train_config_refuses_counts_below_one(change: dict[str, Any], message: str) -> None:
+    # The config checks itself when it is made (and the loader names the file and the key).
+    with pytest.raises(ValueError, match=message):
+        replace(CFG, **change)
 
 
 def test_existing_run_without_resume(cells: Path, straight: TrainResult) -> None:

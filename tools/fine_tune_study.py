@@ -28,7 +28,7 @@ from leukoscreen.model.data import SPLIT_FRACTIONS
 from leukoscreen.model.evaluate import evaluate_methods
 from leukoscreen.model.fields import SOURCES, crop_leukocytes
 from leukoscreen.model.train import train
-from leukoscreen.pipeline.cli import FINE_TUNE
+from leukoscreen.pipeline.cli_model import FINE_TUNE
 
 FOLDERS = {"bccd": "BCCD", "deepbionet": "DeepBioNet", "draaslan": "draaslan"}
 

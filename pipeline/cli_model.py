@@ -1,0 +1,269 @@
+"""The model commands of the ``leukoscreen`` command line: ``train`` and ``evaluate``.
+
+Registered on the one ``app`` by :func:`register`; their options are declared once below as
+``Annotated`` types, so each command body stays the few lines of STYLE.md: parse, load the
+config, override, call one function.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from leukoscreen.pipeline.cli_options import ConfigOption
+from leukoscreen.pipeline.config import load_config, override_flags
+
+DEFAULT_TRAIN_DATA = Path("../shared/data/segmentation_WBC")
+FINE_TUNE = {"epochs": 20, "lr": 5e-5}
+"""``leukoscreen train --init`` defaults (``docs/model-card.md``, fine-tuning)."""
+
+TrainArch = Annotated[
+    str | None,
+    typer.Option(
+        help=(
+            "Network: gp, np, srcnn, vdsr, srresnet or gpsft. [default: train.arch of the "
+            "config, gp]"
+        ),
+        show_default=False,
+    ),
+]
+TrainScale = Annotated[
+    int | None,
+    typer.Option(
+        help="Super-resolution factor: 4 or 8. [default: train.scale of the config, 8]",
+        show_default=False,
+    ),
+]
+TrainData = Annotated[
+    list[Path] | None,
+    typer.Option(
+        help=(
+            "A training source; repeat to mix several. segmentation_WBC root (with "
+            "'Dataset 1' and 'Dataset 2'), a field set with leukocyte boxes (a folder named "
+            "BCCD, DeepBioNet or draaslan: each boxed cell cropped at full resolution, no "
+            "masks, in the source's fixed split), a folder of LabelMe JSON files, or a "
+            "folder of HR images with optional <stem>.png / <stem>_mask.png masks (255 "
+            "nucleus, 128 cytoplasm, 0 background). Images without masks train the SR loss "
+            "only. [default: ../shared/data/segmentation_WBC]"
+        ),
+        show_default=False,
+    ),
+]
+TrainOut = Annotated[
+    Path | None,
+    typer.Option(
+        help="Run folder for last.pt and best.pt. [default: runs/<arch>_x<scale>]",
+        show_default=False,
+    ),
+]
+TrainEpochs = Annotated[
+    int | None, typer.Option(help="Passes over the training split (paper: 100).")
+]
+TrainBatchSize = Annotated[int | None, typer.Option(help="Images per optimiser step (paper: 8).")]
+TrainLr = Annotated[
+    float | None,
+    typer.Option(help="Adam learning rate at the start, halved every 10 epochs (paper: 1e-4)."),
+]
+TrainSeed = Annotated[
+    int | None, typer.Option(help="Seed of initialisation, shuffling and the split.")
+]
+TrainAugment = Annotated[
+    bool | None,
+    typer.Option(
+        "--augment/--no-augment",
+        help="Flip / rotate each training image by one of the 8 symmetries of the square.",
+        show_default=False,
+    ),
+]
+TrainColourAugment = Annotated[
+    bool | None,
+    typer.Option(
+        "--colour-augment/--no-colour-augment",
+        help="Recolour each training image in optical-density space (stain amount and hue, "
+        "lamp tint, brightness) and degrade it again, for other labs' colours.",
+        show_default=False,
+    ),
+]
+TrainMaskRepeat = Annotated[
+    int | None,
+    typer.Option(
+        help="Show each image that has a parsing mask this many times per epoch (when "
+        "mask-less sources outnumber the masked ones). [default: 1]",
+        show_default=False,
+    ),
+]
+TrainLrHalveEvery = Annotated[
+    int | None,
+    typer.Option(help="Halve the learning rate every this many epochs (paper: 10; 0: never)."),
+]
+TrainInit = Annotated[
+    str | None,
+    typer.Option(
+        help="Fine-tune instead of training from scratch: start from 'default' (the shipped "
+        "default network), a network name (its shipped weights) or a weights file. The arch "
+        "follows the weights. Masks are optional: without any, a prior network's parsing "
+        "part is kept as shipped and only the SR part adapts. Unless given, fine-tuning "
+        f"uses --epochs {FINE_TUNE['epochs']}, --lr {FINE_TUNE['lr']:g} held constant.",
+        show_default=False,
+    ),
+]
+TrainDevice = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu or cuda.")]
+TrainResume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue the run in --out from its last.pt (same config; --epochs may grow).",
+    ),
+]
+EvaluateScale = Annotated[
+    list[int] | None,
+    typer.Option(
+        "--scale", metavar="N", help="SR factor to evaluate, 4 or 8; repeat for both (default)."
+    ),
+]
+EvaluateData = Annotated[
+    Path,
+    typer.Option(
+        help="segmentation_WBC root or a field set with leukocyte boxes (BCCD, DeepBioNet, "
+        "draaslan: its boxed cells cropped; the test part of the source's fixed split is "
+        "evaluated), or any folder of HR images with optional <stem>_mask.png masks (all of "
+        "its images are evaluated)."
+    ),
+]
+EvaluateMethod = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--method",
+        metavar="NAME",
+        help="Method to run: bicubic, srcnn, vdsr, srresnet, np, gp or gpsft; repeatable. "
+        "Default: all, reporting those without shipped weights as n/a.",
+    ),
+]
+EvaluateCheckpoint = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--checkpoint",
+        metavar="NAME=PATH",
+        help="Weights to use instead of the shipped ones, as <method>_x<scale>=PATH "
+        "(e.g. gp_x8=runs/gp_x8/best.pt); repeatable.",
+    ),
+]
+EvaluateSplit = Annotated[
+    str, typer.Option(help="Part of the segmentation_WBC split: train, val or test.")
+]
+EvaluateOut = Annotated[
+    Path,
+    typer.Option(help="Folder for table2.md/.csv/.json and fig_x4.png/fig_x8.png."),
+]
+EvaluateDevice = Annotated[
+    str | None,
+    typer.Option(help="Where the networks run: auto, cpu or cuda (config: inference.device)."),
+]
+EvaluatePrecision = Annotated[
+    str,
+    typer.Option(help="fp32 (reproducible, the paper's float32) or bf16/auto (faster)."),
+]
+EvaluateFigures = Annotated[
+    bool, typer.Option("--figures/--no-figures", help="Also write the Figs. 4-5 style PNGs.")
+]
+
+
+def train_cmd(
+    arch: TrainArch = None,
+    scale: TrainScale = None,
+    data: TrainData = None,
+    out: TrainOut = None,
+    epochs: TrainEpochs = None,
+    batch_size: TrainBatchSize = None,
+    lr: TrainLr = None,
+    seed: TrainSeed = None,
+    augment: TrainAugment = None,
+    colour_augment: TrainColourAugment = None,
+    mask_repeat: TrainMaskRepeat = None,
+    lr_halve_every: TrainLrHalveEvery = None,
+    init: TrainInit = None,
+    device: TrainDevice = "auto",
+    resume: TrainResume = False,
+    config: ConfigOption = None,
+) -> None:
+    """Train a super-resolution network on leukocyte images with expert parsing masks."""
+    from leukoscreen.model.networks import design_kwargs  # imports torch: only when training
+    from leukoscreen.model.train import train
+
+    base = load_config(config)
+    arch_kwargs = None
+    if init is not None:
+        from leukoscreen.model.checkpoint import load_init
+
+        initial = load_init(init, scale if scale is not None else base.train.scale)
+        arch = arch or initial.arch
+        arch_kwargs = dict(initial.meta.get("arch_kwargs", {}))
+        epochs = epochs if epochs is not None else int(FINE_TUNE["epochs"])
+        lr = lr if lr is not None else float(FINE_TUNE["lr"])
+        lr_halve_every = lr_halve_every if lr_halve_every is not None else 0
+    cfg = override_flags(
+        base,
+        {
+            "--init": ("train.init", init),
+            "--arch": ("train.arch", arch),
+            "--scale": ("train.scale", scale),
+            "--epochs": ("train.epochs", epochs),
+            "--batch-size": ("train.batch_size", batch_size),
+            "--lr": ("train.lr", lr),
+            "--seed": ("train.seed", seed),
+            "--augment": ("train.augment", augment),
+            "--colour-augment": ("train.colour_augment", colour_augment),
+            "--mask-repeat": ("train.mask_repeat", mask_repeat),
+            "--lr-halve-every": ("train.lr_halve_every_epochs", lr_halve_every),
+        },
+    ).train
+    run_dir = out if out is not None else Path("runs") / f"{cfg.arch}_x{cfg.scale}"
+    result = train(
+        cfg,
+        data=data or [DEFAULT_TRAIN_DATA],
+        run_dir=run_dir,
+        resume=resume,
+        device=device,
+        arch_kwargs=design_kwargs(cfg.arch) if arch_kwargs is None else arch_kwargs,
+    )
+    best = max(result.history, key=lambda record: record["val_psnr"], default=None)
+    summary = f"{cfg.arch} x{cfg.scale}: {result.epochs_done}/{cfg.epochs} epochs in {run_dir}"
+    if best is not None:
+        summary += f"; best val PSNR {best['val_psnr']:.3f} dB at epoch {int(best['epoch'])}"
+        if "val_miou" in best:
+            summary += f" (val mIoU {best['val_miou']:.3f})"
+        summary += f" -> {result.best_weights}"
+    typer.echo(summary)
+
+
+def evaluate_cmd(
+    scale: EvaluateScale = None,
+    data: EvaluateData = Path("../shared/data/segmentation_WBC"),
+    method: EvaluateMethod = None,
+    checkpoint: EvaluateCheckpoint = None,
+    split: EvaluateSplit = "test",
+    out: EvaluateOut = Path("docs/results"),
+    device: EvaluateDevice = None,
+    precision: EvaluatePrecision = "fp32",
+    figures: EvaluateFigures = True,
+    config: ConfigOption = None,
+) -> None:
+    """Benchmark every method on the test split and write the paper's Table 2."""
+    from leukoscreen.model.evaluate import evaluate_methods, parse_checkpoint_specs, write_results
+
+    cfg = override_flags(load_config(config), {"--device": ("inference.device", device)})
+    table = evaluate_methods(
+        data=data, scales=scale or (4, 8), methods=method, split=split, seed=cfg.train.seed,
+        device=cfg.inference.device, precision=precision, figures=figures,
+        checkpoints=parse_checkpoint_specs(checkpoint or []),
+    )  # fmt: skip
+    write_results(table, out)
+    typer.echo(table.to_markdown())
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` and ``evaluate`` to the ``leukoscreen`` app."""
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
