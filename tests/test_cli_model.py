@@ -226,13 +226,12 @@ def test_upscale_checkpoint_of_another_scale(
     [
         (
             ["--arch", "nope"],
-            "leukoscreen: error: arch: expected default, bicubic or one of gp, np, srcnn, vdsr, "
-            "srresnet, gpsft, "
-            "got 'nope'",
+            "leukoscreen: error: --arch: expected one of default, bicubic, gp, np, srcnn, vdsr, "
+            "srresnet, gpsft, found str 'nope'",
         ),
         (
             ["--arch", "bicubic", "--scale", "3"],
-            "leukoscreen: error: scale: expected one of 4, 8, got 3",
+            "leukoscreen: error: --scale: expected one of 4, 8, found int 3",
         ),
     ],
     ids=["arch", "scale"],

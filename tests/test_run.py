@@ -714,71 +714,6 @@ def test_worker_killed_mid_run_loses_no_cell(svs_slide, models, reference, tmp_p
 # ----------------------------------------------------------------------------- pure helpers
 
 
-class FakeUpscaler:
-    """Nearest-neighbour x``scale`` with labels = cell index mod 3: known answers, no torch."""
-
-    def __init__(self, scale: int) -> None:
-        self.scale = scale
-        self.calls: list[int] = []
-
-    def upscale_maps(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """SR, labels and a pixel confidence (0.5 + green / 510) that is known per pixel."""
-        self.calls.append(len(lr))
-        sr = lr.repeat(self.scale, axis=1).repeat(self.scale, axis=2)
-        labels = (lr[..., 0] % 3).repeat(self.scale, axis=1).repeat(self.scale, axis=2)
-        confidence = (0.5 + sr[..., 1] / 510.0).astype(np.float32)
-        return sr, labels.astype(np.uint8), confidence
-
-
-def test_super_resolve_trims_and_splits_calls() -> None:
-    from leukoscreen.pipeline.crops import CropGeometry
-    from leukoscreen.pipeline.run import super_resolve
-
-    geometry = CropGeometry(scale=4, hr_size_px=8, margin_px=1)  # core 2, read 4, trim 4
-    rng = np.random.default_rng(0)
-    lr = rng.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
-    fake = FakeUpscaler(4)
-    sr, parsing, confidence = super_resolve(fake, lr, geometry, cells_per_call=2)
-    assert fake.calls == [2, 2, 1]
-    assert sr.shape == (5, 8, 8, 3) and parsing is not None and parsing.shape == (5, 8, 8)
-    # the core LR pixels, each repeated 4x4
-    np.testing.assert_array_equal(sr, lr[:, 1:3, 1:3].repeat(4, axis=1).repeat(4, axis=2))
-    # each cell's confidence: the mean pixel confidence over its trimmed pixels labelled cell
-    assert confidence is not None and confidence.shape == (5,) and confidence.dtype == np.float32
-    core = lr[:, 1:3, 1:3]
-    for n in range(5):
-        cell = core[n, ..., 0] % 3 > 0
-        expected = (0.5 + core[n, ..., 1][cell] / 510.0).mean() if cell.any() else 0.0
-        assert confidence[n] == pytest.approx(expected, abs=1e-6)
-    whole, whole_parsing, whole_confidence = super_resolve(FakeUpscaler(4), lr, geometry)
-    np.testing.assert_array_equal(sr, whole)
-    np.testing.assert_array_equal(parsing, whole_parsing)
-    np.testing.assert_array_equal(confidence, whole_confidence)
-
-
-def test_size_local_cluster() -> None:
-    from leukoscreen.pipeline.config import ClusterConfig
-    from leukoscreen.pipeline.run import size_local_cluster
-
-    assert size_local_cluster(ClusterConfig(), n_gpus=0, cores=2) == (1, 2)
-    assert size_local_cluster(ClusterConfig(), n_gpus=0, cores=16) == (4, 4)
-    assert size_local_cluster(ClusterConfig(), n_gpus=2, cores=16) == (2, 8)
-    assert size_local_cluster(ClusterConfig(n_workers=3, threads_per_worker=1), n_gpus=0,
-                              cores=16) == (3, 1)  # fmt: skip
-
-
-def test_count_gpus_follows_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    from leukoscreen.pipeline.run import count_gpus
-
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    assert count_gpus("auto") == 2
-    assert count_gpus("cpu") == 0
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert count_gpus("cuda") == 0
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
-    assert count_gpus("auto") == 0
-
-
 def test_check_mpp_accepts_within_tolerance_and_scales_with_x4() -> None:
     from leukoscreen.model.errors import UsageError
     from leukoscreen.pipeline.config import Config, override
@@ -796,6 +731,7 @@ def test_check_mpp_accepts_within_tolerance_and_scales_with_x4() -> None:
 def test_table_columns_orders_cells_by_row_then_col() -> None:
     from leukoscreen.pipeline.detect import CellTable
     from leukoscreen.pipeline.run import table_columns
+    from leukoscreen.pipeline.store_layout import TABLE_COLUMNS, number_cells
 
     cells = CellTable(
         row=np.array([50.0, 10.0, 10.0]),
@@ -804,7 +740,10 @@ def test_table_columns_orders_cells_by_row_then_col() -> None:
         area_um2=np.array([1.0, 2.0, 3.0]),
         score=np.array([0.1, 0.2, 0.3]),
     )
-    table = table_columns(cells, mpp=0.5, batch_size=2)
+    columns = table_columns(cells, mpp=0.5)
+    assert "cell_id" not in columns and "batch" not in columns  # the store numbers the cells
+    table = number_cells(columns, batch_size=2)
+    assert list(table) == list(TABLE_COLUMNS)
     np.testing.assert_array_equal(table["cell_id"], [0, 1, 2])
     np.testing.assert_array_equal(table["row"], [10.0, 10.0, 50.0])
     np.testing.assert_array_equal(table["col"], [20.0, 30.0, 5.0])
@@ -812,6 +751,20 @@ def test_table_columns_orders_cells_by_row_then_col() -> None:
     np.testing.assert_array_equal(table["area_um2"], [3.0, 2.0, 1.0])
     np.testing.assert_array_equal(table["bbox"][0], [0, 10, 20, 30])
     np.testing.assert_array_equal(table["batch"], [0, 0, 1])
+
+
+def test_plan_run_builds_geometry_and_spec_once_and_refuses_resume_with_overwrite() -> None:
+    from leukoscreen.model.errors import UsageError
+    from leukoscreen.pipeline.config import Config, override
+    from leukoscreen.pipeline.crops import CropGeometry
+    from leukoscreen.pipeline.run import plan_run
+
+    plan = plan_run(override(Config(), **{"inference.scale": 4}))
+    assert plan.geometry == CropGeometry(scale=4, hr_size_px=224, margin_px=4)
+    assert (plan.spec.scale, plan.spec.arch, plan.spec.checkpoint) == (4, "default", "")
+    both = override(Config(), **{"output.resume": True, "output.overwrite": True})
+    with pytest.raises(UsageError, match=r"^--resume and --overwrite: choose one$"):
+        plan_run(both)
 
 
 def test_default_output_is_the_stem_in_the_current_folder(monkeypatch, tmp_path) -> None:
