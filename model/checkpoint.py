@@ -181,18 +181,3 @@ def load_init(spec: str, scale: int) -> LoadedWeights:
     if loaded.scale != scale:
         raise CheckpointError(f"{spec}: holds scale x{loaded.scale}, expected x{scale}")
     return loaded
-
-
-def register_shipped(
-    arch: str, scale: int, weights_file: Path, *, metrics: dict[str, Any] | None = None
-) -> None:
-    """Add or replace a manifest entry for a weights file inside ``WEIGHTS_DIR``."""
-    manifest = read_manifest()
-    manifest[f"{arch}_x{scale}"] = {
-        "file": weights_file.name,
-        "sha256": sha256_file(weights_file),
-        "arch": arch,
-        "scale": scale,
-        "metrics": metrics or {},
-    }
-    MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")

@@ -251,7 +251,8 @@ def evaluate_cmd(
     config: ConfigOption = None,
 ) -> None:
     """Benchmark every method on the test split and write the paper's Table 2."""
-    from leukoscreen.model.evaluate import evaluate_methods, parse_checkpoint_specs, write_results
+    from leukoscreen.model.evaluate import evaluate_methods, parse_checkpoint_specs
+    from leukoscreen.model.report import table_markdown, write_results
 
     cfg = override_flags(load_config(config), {"--device": ("inference.device", device)})
     table = evaluate_methods(
@@ -260,7 +261,7 @@ def evaluate_cmd(
         checkpoints=parse_checkpoint_specs(checkpoint or []),
     )  # fmt: skip
     write_results(table, out)
-    typer.echo(table.to_markdown())
+    typer.echo(table_markdown(table))
 
 
 def register(app: typer.Typer) -> None:

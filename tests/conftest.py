@@ -5,12 +5,16 @@ red cells (7-8 um discs with a pale centre) and leukocytes drawn as a lavender c
 a dark-purple nucleus — round, bean-shaped, or 2-4 touching/near lobes (a neutrophil). A band of
 empty glass on the right lets tests check that empty tiles are skipped. Leukocyte centres are the
 centroids of the drawn nucleus pixels, so tests can compare detections to them exactly.
-Other engineers may append fixtures at the end of this file.
+Also shared: the shipped-weights folder pointed at a temporary one (:func:`weights_dir`), a slide
+over an in-memory image (:class:`ArraySlide`), and ``tools/`` on ``sys.path`` so that tests of the
+lab scripts import them as the scripts import each other. Other engineers may append fixtures at
+the end of this file.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,11 @@ import pytest
 import skimage.io
 import tifffile
 from skimage.draw import disk, ellipse
+
+from leukoscreen.model import checkpoint
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+sys.path.insert(0, str(TOOLS))  # the lab scripts import each other by their file names
 
 SMEAR_MPP = 0.5
 SMEAR_SHAPE = (3000, 2500)  # (height, width) level-0 px
@@ -270,3 +279,41 @@ def _write_cells(folder: Path, count: int = 12, *, masks: bool = True, size: int
 def write_cells() -> Callable[..., Path]:
     """:func:`_write_cells`: a folder of seeded synthetic cells with 255/128/0 masks."""
     return _write_cells
+
+
+# ---------------------------------------------------------------------------------------------
+# shipped weights and in-memory slides
+
+
+@pytest.fixture
+def weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shipped-weights folder and its manifest, pointed at an empty temporary folder."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(checkpoint, "MANIFEST", folder / "manifest.json")
+    return folder
+
+
+class ArraySlide:
+    """A slide over an in-memory (H, W, 3) uint8 image, white outside, as ``Slide.read_region``."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb
+
+    def read_region(
+        self, row: int, col: int, height: int, width: int, *, level: int = 0
+    ) -> np.ndarray:
+        out = np.full((height, width, 3), 255, np.uint8)
+        h, w = self.rgb.shape[:2]
+        r0, c0 = max(row, 0), max(col, 0)
+        r1, c1 = min(row + height, h), min(col + width, w)
+        if r1 > r0 and c1 > c0:
+            out[r0 - row : r1 - row, c0 - col : c1 - col] = self.rgb[r0:r1, c0:c1]
+        return out
+
+
+@pytest.fixture(scope="session")
+def array_slide() -> type[ArraySlide]:
+    """:class:`ArraySlide`, for tests that read crops from an in-memory image."""
+    return ArraySlide

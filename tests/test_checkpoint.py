@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from train_schedule import register_shipped
 
 from leukoscreen.model import checkpoint
 from leukoscreen.model.checkpoint import (
     WEIGHTS_FORMAT,
     load_weights,
-    register_shipped,
     save_weights,
     sha256_file,
     shipped_weights_path,
@@ -177,19 +177,10 @@ def test_damaged_file_missing_its_state_dict(weights: Path) -> None:
 # the shipped-weights manifest (pointed at a temporary folder)
 
 
-@pytest.fixture
-def weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", folder)
-    monkeypatch.setattr(checkpoint, "MANIFEST", folder / "manifest.json")
-    return folder
-
-
 def test_register_and_find_shipped_weights(weights_dir: Path) -> None:
     path = weights_dir / "gp_x4.pt"
     digest = save_weights(_tiny_gp(), path, arch="gp", scale=4, arch_kwargs=TINY_GP)
-    register_shipped("gp", 4, path, metrics={"psnr": 31.0})
+    register_shipped(weights_dir, "gp", 4, path, metrics={"psnr": 31.0})
     manifest = checkpoint.read_manifest()
     assert manifest == {
         "gp_x4": {
@@ -214,6 +205,6 @@ def test_no_shipped_weights_for_that_scale(weights_dir: Path) -> None:
     save_weights(
         build_network("np", scale=8, num_features=4, num_blocks=1), path, arch="np", scale=8
     )
-    register_shipped("np", 8, path)
+    register_shipped(weights_dir, "np", 8, path)
     with pytest.raises(CheckpointError, match=r"at scale 4 \(available: np_x8\)$"):
         shipped_weights_path("np", 4)

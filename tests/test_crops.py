@@ -9,24 +9,6 @@ from leukoscreen.pipeline.crops import CropGeometry, crop_origins, read_crops, t
 from leukoscreen.pipeline.slide import Slide
 
 
-class ArraySlide:
-    """A slide over an in-memory (H, W, 3) image, white outside, as ``Slide.read_region``."""
-
-    def __init__(self, rgb: np.ndarray) -> None:
-        self.rgb = rgb
-
-    def read_region(
-        self, row: int, col: int, height: int, width: int, *, level: int = 0
-    ) -> np.ndarray:
-        out = np.full((height, width, 3), 255, np.uint8)
-        h, w = self.rgb.shape[:2]
-        r0, c0 = max(row, 0), max(col, 0)
-        r1, c1 = min(row + height, h), min(col + width, w)
-        if r1 > r0 and c1 > c0:
-            out[r0 - row : r1 - row, c0 - col : c1 - col] = self.rgb[r0:r1, c0:c1]
-        return out
-
-
 def coordinate_image(height: int, width: int) -> np.ndarray:
     """(H, W, 3) uint8 with pixel (r, c) = (r, c, 7): every pixel says where it is."""
     rr, cc = np.mgrid[0:height, 0:width]
@@ -63,9 +45,9 @@ def test_crop_origins_rejects_mismatched_columns() -> None:
         crop_origins(np.zeros(3), np.zeros(2), size_px=8)
 
 
-def test_read_crops_cuts_the_window_around_each_centre() -> None:
+def test_read_crops_cuts_the_window_around_each_centre(array_slide: type) -> None:
     rgb = coordinate_image(50, 60)
-    crops = read_crops(ArraySlide(rgb), np.array([20.0, 30.3]), np.array([25.0, 40.7]),
+    crops = read_crops(array_slide(rgb), np.array([20.0, 30.3]), np.array([25.0, 40.7]),
                        size_px=6, margin_px=1)  # fmt: skip
     assert crops.shape == (2, 8, 8, 3) and crops.dtype == np.uint8
     np.testing.assert_array_equal(crops[0], rgb[16:24, 21:29])
@@ -74,9 +56,9 @@ def test_read_crops_cuts_the_window_around_each_centre() -> None:
     np.testing.assert_array_equal(crops[1, 4, 4], [30, 41, 7])
 
 
-def test_read_crops_pads_border_cells_white() -> None:
+def test_read_crops_pads_border_cells_white(array_slide: type) -> None:
     rgb = coordinate_image(50, 60)
-    crops = read_crops(ArraySlide(rgb), np.array([1.0, 48.0]), np.array([2.0, 58.0]),
+    crops = read_crops(array_slide(rgb), np.array([1.0, 48.0]), np.array([2.0, 58.0]),
                        size_px=6, margin_px=1)  # fmt: skip
     # first crop starts at (-3, -2): 3 white rows on top, 2 white columns on the left
     assert (crops[0, :3] == 255).all() and (crops[0, :, :2] == 255).all()
@@ -86,8 +68,8 @@ def test_read_crops_pads_border_cells_white() -> None:
     assert (crops[1, 6:] == 255).all() and (crops[1, :, 6:] == 255).all()
 
 
-def test_read_crops_of_no_cells_is_empty() -> None:
-    crops = read_crops(ArraySlide(coordinate_image(10, 10)), np.zeros(0), np.zeros(0),
+def test_read_crops_of_no_cells_is_empty(array_slide: type) -> None:
+    crops = read_crops(array_slide(coordinate_image(10, 10)), np.zeros(0), np.zeros(0),
                        size_px=4, margin_px=2)  # fmt: skip
     assert crops.shape == (0, 8, 8, 3)
 

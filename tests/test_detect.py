@@ -249,8 +249,9 @@ def test_dask_graph_in_worker_processes_equals_pure_function(svs_slide):
 
 
 def test_banded_shrink_equals_whole_image_imresize():
+    from build_example import shrink
+
     from leukoscreen.model.imresize import imresize
-    from leukoscreen.pipeline.example.build import shrink
 
     image = np.random.default_rng(3).integers(0, 256, (160, 96, 3)).astype(np.uint8)
     for factor in (4, 8):

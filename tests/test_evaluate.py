@@ -17,20 +17,18 @@ import pytest
 import skimage.filters
 import skimage.io
 import torch
+import write_card as card_tool
 from typer.testing import CliRunner
 
 from leukoscreen.model import evaluate as evaluate_module
+from leukoscreen.model import report
 from leukoscreen.model.checkpoint import read_manifest, save_weights
 from leukoscreen.model.errors import CheckpointError, UsageError
-from leukoscreen.model.evaluate import (
-    CSV_COLUMNS,
-    evaluate_methods,
-    parse_checkpoint_specs,
-    write_results,
-)
+from leukoscreen.model.evaluate import evaluate_methods, parse_checkpoint_specs
 from leukoscreen.model.imresize import imresize, rgb2y
 from leukoscreen.model.metrics import parsing_scores, psnr, ssim
 from leukoscreen.model.networks import build_network
+from leukoscreen.model.report import CSV_COLUMNS, table_markdown, write_results
 from leukoscreen.pipeline.cli import app, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,7 +216,7 @@ def test_methods_without_weights_are_missing_unless_requested(
     assert table.missing == ["srcnn_x8", "vdsr_x8", "srresnet_x8", "np_x8", "gp_x8", "gpsft_x8"]
     assert {s.method for s in table.images} == {"bicubic"}
     assert table.value(8, "gp", "psnr") is None
-    assert "n/a: no weights yet for srcnn_x8, vdsr_x8" in table.to_markdown()
+    assert "n/a: no weights yet for srcnn_x8, vdsr_x8" in table_markdown(table)
     with pytest.raises(CheckpointError, match="no shipped weights for np_x8"):
         evaluate_methods(data=plain, scales=(8,), methods=["np"], figures=False)
 
@@ -364,7 +362,7 @@ def test_write_card_copies_the_table_and_wall_times(
         "np_x4": {"metrics": {"epoch": 3, "val_psnr": 33.0}},
         "gp_x8": {"metrics": {"epoch": 2, "val_psnr": 28.0}},
     }
-    monkeypatch.setattr(evaluate_module, "read_manifest", lambda: manifest)
+    monkeypatch.setattr(report, "read_manifest", lambda: manifest)
     card = tmp_path / "card.md"
     card.write_text(
         "# Card\n\n## Training\n<!-- walltime:begin -->\nTODO\n<!-- walltime:end -->\n\n"
@@ -372,7 +370,7 @@ def test_write_card_copies_the_table_and_wall_times(
         encoding="utf-8",
     )
     runs = ["--runs", str(gpu), "--runs", str(run.parent)]
-    evaluate_module.main(["--write-card", "--card", str(card), "--results", str(results), *runs])
+    card_tool.main(["--card", str(card), "--results", str(results), *runs])
     text = card.read_text(encoding="utf-8")
     assert "TODO" not in text
     rows = [
@@ -389,4 +387,4 @@ def test_write_card_copies_the_table_and_wall_times(
     assert text.endswith("<!-- table2:end -->\nend\n")
     card.write_text("# no markers\n", encoding="utf-8")
     with pytest.raises(UsageError, match="markers <!-- table2:begin -->"):
-        evaluate_module.write_card(card, results, run.parent)
+        report.write_card(card, results, run.parent)

@@ -8,6 +8,19 @@ import numpy as np
 import pytest
 import skimage.filters
 import skimage.io
+from build_example import write_svs
+from detection_scores import (
+    Counts,
+    count_matches,
+    score_fields,
+    score_slide,
+)
+from mosaic import (
+    COLOUR_SHIFTS,
+    ColourShift,
+    build_mosaic,
+    shift_colours,
+)
 
 from leukoscreen.model.errors import DataError
 from leukoscreen.model.fields import (
@@ -21,19 +34,6 @@ from leukoscreen.model.fields import (
     split_fields,
 )
 from leukoscreen.pipeline.config import DetectConfig
-from leukoscreen.pipeline.example.build import write_svs
-from leukoscreen.pipeline.example.evaluate_detection import (
-    Counts,
-    count_matches,
-    score_fields,
-    score_slide,
-)
-from leukoscreen.pipeline.example.mosaic import (
-    COLOUR_SHIFTS,
-    ColourShift,
-    build_mosaic,
-    shift_colours,
-)
 
 VOC = """<annotation>{objects}</annotation>"""
 OBJECT = (

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from train_schedule import register_shipped
 
 from leukoscreen.model import checkpoint
-from leukoscreen.model.checkpoint import read_manifest, register_shipped, save_weights
+from leukoscreen.model.checkpoint import read_manifest, save_weights
 from leukoscreen.model.config import DEFAULT_ARCH
 from leukoscreen.model.errors import CheckpointError, UsageError
 from leukoscreen.model.gp import GeometryPriorSR
@@ -46,16 +47,6 @@ def _lr(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
 
 
-@pytest.fixture
-def weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The shipped-weights folder and manifest, pointed at an empty temporary folder."""
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", folder)
-    monkeypatch.setattr(checkpoint, "MANIFEST", folder / "manifest.json")
-    return folder
-
-
 # ---------------------------------------------------------------------------------------------
 # loading
 
@@ -82,7 +73,7 @@ def test_load_pretrained_without_shipped_weights(weights_dir: Path) -> None:
 
 def test_load_pretrained_from_the_manifest(weights_dir: Path) -> None:
     path = _save(weights_dir / "gp_x4.pt", "gp", 4)
-    register_shipped("gp", 4, path)
+    register_shipped(weights_dir, "gp", 4, path)
     upscaler = load_pretrained("gp", 4, device="cpu", precision="fp32")
     assert (upscaler.arch, upscaler.scale, upscaler.precision) == ("gp", 4, "fp32")
     assert upscaler.checkpoint_sha256 == read_manifest()["gp_x4"]["sha256"]
@@ -93,7 +84,7 @@ def test_load_pretrained_from_the_manifest(weights_dir: Path) -> None:
 
 def test_load_pretrained_refuses_a_tampered_file(weights_dir: Path) -> None:
     path = _save(weights_dir / "np_x8.pt", "np", 8)
-    register_shipped("np", 8, path)
+    register_shipped(weights_dir, "np", 8, path)
     _save(path, "np", 4)  # replaced after registration
     with pytest.raises(CheckpointError, match=re.escape(f"{path}: sha256 ")):
         load_pretrained("np", 8, device="cpu")

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import ablation
 import numpy as np
 import pytest
 import torch
+import train_schedule as schedule
 
-from leukoscreen.model import ablation, checkpoint, schedule
 from leukoscreen.model.checkpoint import load_weights, read_manifest
 from leukoscreen.model.data import SRDataset
 from leukoscreen.model.errors import UsageError
@@ -27,13 +28,10 @@ def cells(tmp_path_factory: pytest.TempPathFactory, write_cells: Any) -> Path:
 
 
 @pytest.fixture
-def weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", folder)
-    monkeypatch.setattr(checkpoint, "MANIFEST", folder / "manifest.json")
-    monkeypatch.setattr(schedule, "WEIGHTS_DIR", folder)
-    return folder
+def weights_dir(weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared temporary weights folder, also as the schedule's export target."""
+    monkeypatch.setattr(schedule, "WEIGHTS_DIR", weights_dir)
+    return weights_dir
 
 
 def test_design_kwargs_are_copies() -> None:

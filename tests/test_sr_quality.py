@@ -14,11 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
-
-from leukoscreen.model.imresize import imresize
-from leukoscreen.model.inference import load_pretrained
-from leukoscreen.pipeline.crops import CropGeometry, read_crops
-from leukoscreen.pipeline.example.sr_quality import (
+from sr_quality import (
     crop_inside,
     cut_reference,
     hr_footprint,
@@ -26,31 +22,17 @@ from leukoscreen.pipeline.example.sr_quality import (
     score_cell,
     shift_psnr,
 )
-from leukoscreen.pipeline.run import super_resolve
+
+from leukoscreen.model.imresize import imresize
+from leukoscreen.model.inference import load_pretrained
+from leukoscreen.pipeline.crops import CropGeometry, read_crops
+from leukoscreen.pipeline.sr_task import super_resolve
 
 SCALE = 4
 GEOMETRY = CropGeometry(scale=SCALE, hr_size_px=32, margin_px=2)  # core 8 LR px, read 12
 # Cell centres (LR px) with halves and near-halves, so the rounding of the centre matters.
 ROWS = np.array([20.5, 25.2, 31.49, 14.0])
 COLS = np.array([30.49, 18.7, 40.5, 50.5])
-
-
-class ArrayReader:
-    """``read_region`` over an in-memory LR image, white outside (as ``Slide``)."""
-
-    def __init__(self, rgb: np.ndarray) -> None:
-        self.rgb = rgb
-
-    def read_region(
-        self, row: int, col: int, height: int, width: int, *, level: int = 0
-    ) -> np.ndarray:
-        out = np.full((height, width, 3), 255, np.uint8)
-        r0, c0 = max(row, 0), max(col, 0)
-        r1 = min(row + height, self.rgb.shape[0])
-        c1 = min(col + width, self.rgb.shape[1])
-        if r1 > r0 and c1 > c0:
-            out[r0 - row : r1 - row, c0 - col : c1 - col] = self.rgb[r0:r1, c0:c1]
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +85,12 @@ def test_score_cell_identical_and_different() -> None:
     assert 0.9 < s < 1.0
 
 
-def test_bicubic_sr_matches_its_footprint(synthetic: tuple[np.ndarray, np.ndarray]) -> None:
+def test_bicubic_sr_matches_its_footprint(
+    synthetic: tuple[np.ndarray, np.ndarray], array_slide: type
+) -> None:
     hr, lr = synthetic
     crops = read_crops(
-        ArrayReader(lr), ROWS, COLS, size_px=GEOMETRY.core_px, margin_px=GEOMETRY.margin_px
+        array_slide(lr), ROWS, COLS, size_px=GEOMETRY.core_px, margin_px=GEOMETRY.margin_px
     )
     assert crops.shape == (4, 12, 12, 3)
     upscaler = load_pretrained("bicubic", SCALE, device="cpu")
@@ -123,11 +107,13 @@ def test_bicubic_sr_matches_its_footprint(synthetic: tuple[np.ndarray, np.ndarra
         assert zero > 25.0
 
 
-def test_off_by_one_lr_pixel_is_detected(synthetic: tuple[np.ndarray, np.ndarray]) -> None:
+def test_off_by_one_lr_pixel_is_detected(
+    synthetic: tuple[np.ndarray, np.ndarray], array_slide: type
+) -> None:
     """Round-half-to-even (np.round) instead of floor(x + 0.5) moves a x.5 cell by one LR px."""
     hr, lr = synthetic
     rows, cols = np.array([20.5]), np.array([30.0])
-    crops = read_crops(ArrayReader(lr), rows, cols, size_px=8, margin_px=2)
+    crops = read_crops(array_slide(lr), rows, cols, size_px=8, margin_px=2)
     sr, _, _ = super_resolve(load_pretrained("bicubic", SCALE, device="cpu"), crops, GEOMETRY)
     right = hr_footprint(rows, cols, GEOMETRY)
     wrong_row0 = (int(np.round(20.5)) - 4) * SCALE  # 64, the footprint of an LR row too high
@@ -161,5 +147,5 @@ def test_bicubic_in_place_on_bccd(shared_data: Path, tmp_path: Path) -> None:
     (alignment,) = data["alignment"]
     assert alignment["ok"] and len(alignment["cell_ids"]) == 3
     text = doc.read_text()
-    assert "python -m leukoscreen.pipeline.example.sr_quality --bccd" in text
+    assert "python tools/sr_quality.py --bccd" in text
     assert "| x8 | bicubic |" in text

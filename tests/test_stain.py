@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mosaic import ColourShift, shift_colours
 from skimage.draw import disk
 
 from leukoscreen.pipeline.detect import detect_leukocytes
-from leukoscreen.pipeline.example.mosaic import ColourShift, shift_colours
 from leukoscreen.pipeline.stain import (
     StainEstimate,
     angle_deg,

@@ -36,21 +36,21 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-
-from leukoscreen.model.fields import read_fields, source_mpp, split_fields
-from leukoscreen.pipeline.config import DetectConfig
-from leukoscreen.pipeline.example.build import write_svs
-from leukoscreen.pipeline.example.evaluate_detection import (
+from build_example import write_svs
+from detection_scores import (
     Counts,
     score_fields,
     score_slide,
 )
-from leukoscreen.pipeline.example.mosaic import (
+from mosaic import (
     COLOUR_SHIFTS,
     Mosaic,
     build_mosaic,
     shift_colours,
 )
+
+from leukoscreen.model.fields import read_fields, source_mpp, split_fields
+from leukoscreen.pipeline.config import DetectConfig
 
 FOLDERS = {"bccd": "BCCD", "deepbionet": "DeepBioNet", "draaslan": "draaslan"}
 TUNING_SETS = {"BCCD": ("bccd",), "DeepBioNet": ("deepbionet",), "both": ("bccd", "deepbionet")}

@@ -1,6 +1,6 @@
 """Measure super-resolution quality in place: SR cells of the example slide vs the real pixels.
 
-The BCCD test fields are built into the example mosaics (:mod:`leukoscreen.pipeline.example.build`:
+The BCCD test fields are built into the example mosaics (``tools/build_example.py``:
 the full-resolution mosaic, and the same mosaic shrunk x8 / x4 with the MATLAB-style bicubic into
 an ``.svs``). The real pipeline (:func:`leukoscreen.pipeline.run.run_slide`: detection, crops,
 SR, Zarr store) runs on the shrunk slide once per network; each stored SR cell is then compared
@@ -23,7 +23,7 @@ network); cells that touch the padding are counted and left out.
 
 Run from the project root (the built mosaics and stores are kept in ``--cache``, git-ignored)::
 
-    python -m leukoscreen.pipeline.example.sr_quality --bccd ../shared/data/BCCD --scale 8 \\
+    python tools/sr_quality.py --bccd ../shared/data/BCCD --scale 8 \\
         --arch gp --arch bicubic --doc docs/sr-in-place.md
 
 Without ``--arch``, bicubic and every network with shipped weights at the scale are measured.
@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import tifffile
+from build_example import build, read_split
 from numpy.typing import NDArray
 
 from leukoscreen.model.checkpoint import read_manifest, resolve_arch
@@ -51,7 +52,6 @@ from leukoscreen.model.imresize import rgb2y
 from leukoscreen.model.metrics import psnr, ssim
 from leukoscreen.pipeline.config import Config, load_config, override
 from leukoscreen.pipeline.crops import CropGeometry, crop_origins
-from leukoscreen.pipeline.example.build import build, read_split
 
 DEFAULT_CACHE = Path(".example-build")
 SPLIT = "test"
@@ -500,7 +500,7 @@ def render(
     lines = [
         "# Super-resolution quality in place (example slide)",
         "",
-        'Measured by `leukoscreen.pipeline.example.sr_quality` (issue 4, target "SR quality in',
+        'Measured by `tools/sr_quality.py` (issue 4, target "SR quality in',
         'place"). Command, run from the project root:',
         "",
         "```",
@@ -509,7 +509,7 @@ def render(
         "",
         "The BCCD test-split fields are tiled into a mosaic and shrunk with the MATLAB-style",
         "bicubic into a pyramidal `.svs`, exactly as the committed example slide",
-        "(`leukoscreen.pipeline.example.build`). `leukoscreen run` (detection, crops, SR, Zarr",
+        "(`tools/build_example.py`). `leukoscreen run` (detection, crops, SR, Zarr",
         f"store; {inference.hr_size_px} px cells, {inference.context_margin_px} LR px of context",
         f"trimmed after SR, device `{inference.device}` = {device}) runs on that slide once per",
         "network. Each stored SR cell is compared with the same cell cut from the",
@@ -648,9 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     results, alignments, notes = measure(
         args.bccd, args.cache, scales, archs, config, precisions=precisions, rerun=args.rerun
     )
-    command = "python -m leukoscreen.pipeline.example.sr_quality " + shlex.join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    command = "python tools/sr_quality.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     for r in results:
         print(
             f"x{r.scale} {r.arch} ({r.precision}): PSNR {r.psnr_db:.2f} dB  SSIM {r.ssim:.4f}  "

@@ -27,7 +27,7 @@ script emulates a low-magnification scan of a real smear:
 
 The committed example is ``bccd_x8.svs`` + ``bccd_x8.json`` (the x8 test mosaic). Run::
 
-    python -m leukoscreen.pipeline.example.build --bccd ../shared/data/BCCD --out build/example
+    python tools/build_example.py --bccd ../shared/data/BCCD --out build/example
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from mosaic import plasma_colour
 
 from leukoscreen.model.errors import DataError
 from leukoscreen.model.fields import voc_wbc_boxes
 from leukoscreen.model.imresize import imresize
-from leukoscreen.pipeline.example.mosaic import plasma_colour
 
 BCCD_MPP = 0.065  # um per BCCD pixel: mean WBC box (~185 px) taken as 12 um
 FIELD_SHAPE = (480, 640)  # (height, width) of every BCCD field
@@ -245,7 +245,7 @@ def build(
             write_svs(path, shrink(mosaic, scale), mpp)
         truth = {
             "source": "BCCD (github.com/Shenggan/BCCD_Dataset, MIT licence), fields of split "
-            f"{split!r}; built by leukoscreen.pipeline.example.build",
+            f"{split!r}; built by tools/build_example.py",
             "split": split,
             "scale": scale,
             "mpp": mpp,
@@ -266,7 +266,7 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry: ``python -m leukoscreen.pipeline.example.build --bccd DIR --out DIR``."""
+    """Command-line entry: ``python tools/build_example.py --bccd DIR --out DIR``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bccd", type=Path, required=True, help="the BCCD folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder")

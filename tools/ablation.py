@@ -1,6 +1,6 @@
 """Ablations of the choices the paper leaves open, at one scale and a matched short budget.
 
-``python -m leukoscreen.model.ablation --data DIR --scale 8 --epochs 6`` trains, from the same
+``python tools/ablation.py --data DIR --scale 8 --epochs 6`` trains, from the same
 seed and with the same recipe as ``leukoscreen train``, each variant of :data:`VARIANTS` into
 ``runs/ablation_x<scale>/<name>/`` (resumable: call again after a kill) and writes the validation
 PSNR and parsing mIoU of every epoch to ``docs/results/ablation_x<scale>.json`` and a markdown

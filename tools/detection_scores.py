@@ -2,7 +2,7 @@
 
 A detection matches a leukocyte box when its centre lies inside the box, one detection per box at
 most (a maximum bipartite matching); recall = matched / boxes, precision = matched / detections.
-Two layouts of a source's fields are scored (:mod:`leukoscreen.pipeline.example.mosaic`):
+Two layouts of a source's fields are scored (``tools/mosaic.py``):
 
 * **field slides**: every field, shrunk to the pixel size, is a slide of its own, so the stain is
   estimated on that field alone (:func:`score_fields`, the pure function of the pipeline);
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from mosaic import Mosaic
 from scipy.optimize import linear_sum_assignment
 
 from leukoscreen.pipeline.config import DetectConfig
 from leukoscreen.pipeline.detect import CellTable, detect_leukocytes, detect_options, detect_slide
-from leukoscreen.pipeline.example.mosaic import Mosaic
 from leukoscreen.pipeline.slide import Slide
 
 

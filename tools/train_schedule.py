@@ -1,9 +1,9 @@
 """The documented CPU training schedule: every shipped network, in order, resumable.
 
-``python -m leukoscreen.model.schedule --data DIR --runs DIR`` trains each (arch, scale) of
+``python tools/train_schedule.py --data DIR --runs DIR`` trains each (arch, scale) of
 :data:`CPU_SCHEDULE` into ``runs/<arch>_x<scale>/`` with ``leukoscreen.model.train.train``,
 resuming whatever a previous call left, and after each one exports its best weights (fp16) into
-the package's ``weights/`` folder when they beat the shipped ones on validation PSNR.
+the checkout's ``model/weights/`` folder when they beat the shipped ones on validation PSNR.
 
 The paper trains 100 epochs per network on two GPUs (§2.5). On a 2-core CPU we run the first
 ``epochs`` epochs of that same recipe (Adam 1e-4, halved every 10 epochs, batch 8, whole images):
@@ -20,18 +20,14 @@ weights; the shipped weights were made that way (``docs/model-card.md``, Trainin
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from leukoscreen.model.checkpoint import (
-    WEIGHTS_DIR,
-    load_weights,
-    read_manifest,
-    register_shipped,
-    save_weights,
-)
+from leukoscreen.model.checkpoint import load_weights, save_weights, sha256_file
 from leukoscreen.model.config import TrainConfig
 from leukoscreen.model.errors import UsageError
 from leukoscreen.model.networks import design_kwargs
@@ -53,13 +49,43 @@ CPU_SCHEDULE: tuple[tuple[str, int, int], ...] = (
     ("srresnet", 4, 40),
 )
 PAPER_EPOCHS = 100  # paper §3.4, for every network of Table 2 but the GANs
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
+"""The checkout's shipped-weights folder: what this script exports into (a source folder, never
+an installed package)."""
+
+
+def register_shipped(
+    weights_dir: Path,
+    arch: str,
+    scale: int,
+    weights_file: Path,
+    *,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """Add or replace the manifest entry of a weights file inside ``weights_dir``."""
+    manifest_path = weights_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[f"{arch}_x{scale}"] = {
+        "file": weights_file.name,
+        "sha256": sha256_file(weights_file),
+        "arch": arch,
+        "scale": scale,
+        "metrics": metrics or {},
+    }
+    manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+
+
+def read_shipped(weights_dir: Path) -> dict[str, Any]:
+    """The manifest of ``weights_dir`` (empty when there is none)."""
+    manifest_path = weights_dir / "manifest.json"
+    return json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
 
 
 def export_if_better(best: Path, arch: str, scale: int) -> bool:
     """Copy ``best`` into the shipped weights (fp16) if its val PSNR beats the shipped one."""
     loaded = load_weights(best)
     new_psnr = float(loaded.meta["metrics"].get("val_psnr", float("-inf")))
-    entry = read_manifest().get(f"{arch}_x{scale}")
+    entry = read_shipped(WEIGHTS_DIR).get(f"{arch}_x{scale}")
     if entry is not None and float(entry["metrics"].get("val_psnr", float("-inf"))) >= new_psnr:
         return False
     target = WEIGHTS_DIR / f"{arch}_x{scale}.pt"
@@ -73,7 +99,7 @@ def export_if_better(best: Path, arch: str, scale: int) -> bool:
         metrics=loaded.meta["metrics"],
         dtype=torch.float16,
     )
-    register_shipped(arch, scale, target, metrics=loaded.meta["metrics"])
+    register_shipped(WEIGHTS_DIR, arch, scale, target, metrics=loaded.meta["metrics"])
     return True
 
 
