@@ -42,7 +42,7 @@ from leukoscreen.model.checkpoint import (
     load_weights,
     read_manifest,
 )
-from leukoscreen.model.config import PRIOR_ARCHS, SCALES, check_scale
+from leukoscreen.model.config import PRIOR_ARCHS, check_scale
 from leukoscreen.model.data import Sample, SRDataset, fit_to_size
 from leukoscreen.model.device import (
     channels_last,
@@ -220,25 +220,6 @@ def _mean_scores(
 # evaluation
 
 
-def parse_checkpoint_specs(specs: Sequence[str]) -> dict[str, Path]:
-    """``["gp_x8=runs/gp_x8/best.pt", ...]`` -> ``{"gp_x8": Path(...)}``.
-
-    Raises:
-        UsageError: a spec without ``=`` or with an unknown ``<method>_x<scale>`` name.
-    """
-    known = {f"{m}_x{s}" for m in METHODS[1:] for s in SCALES}
-    parsed = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or name not in known or not path:
-            raise UsageError(
-                f"--checkpoint: expected <method>_x<scale>=PATH with <method>_x<scale> one of "
-                f"{', '.join(sorted(known))}, got {spec!r}"
-            )
-        parsed[name] = Path(path)
-    return parsed
-
-
 def _check_arguments(scales: Sequence[int], methods: Sequence[str], split: str) -> None:
     for scale in scales:
         check_scale(scale, where="--scale")
@@ -364,119 +345,108 @@ def evaluate_methods(
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     data = Path(data)
+    chosen, split, split_sizes = _choose_samples(data, split, seed)
+    table = Table(
+        scales=tuple(scales), methods=methods, images=[], parsing=[], proxies=[], missing=[],
+        weights={}, meta={},
+    )  # fmt: skip
+    picks = _figure_picks(chosen, FIGURE_IMAGES) if figures else []
+    for scale in scales:
+        dataset = SRDataset(chosen, scale=scale)
+        shown = FigurePanels([chosen[i] for i in picks], [dataset.sizes[i] for i in picks], {}, [])
+        for method in methods:
+            model: nn.Module | None = None
+            if method != "bicubic":
+                key = f"{method}_x{scale}"
+                loaded = _load_method(method, scale, checkpoints, required=required)
+                if loaded is None:
+                    table.missing.append(key)
+                    continue
+                table.weights[key] = _describe(loaded, checkpoints.get(key))
+                model = channels_last(loaded.model.to(dev)).eval()
+            srs, labels = predict(model, dataset, device=dev, precision=prec, batch_size=batch_size)
+            _score(table, dataset, chosen, method, srs, labels)
+            if method in FIGURE_METHODS and picks:
+                shown.panels[method] = [srs[i] for i in picks]
+                if method == "gp":
+                    shown.gp_labels[:] = [labels[i] for i in picks]
+        if picks:
+            table.figure_panels[scale] = shown
+    table.meta.update(
+        command=_command(data, scales, methods if required else None, split, seed),
+        date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        leukoscreen=__version__,
+        torch=torch.__version__,
+        machine=platform.processor() or platform.machine(),
+        device=str(dev),
+        precision=prec,
+        data=str(data),
+        split=split,
+        seed=seed,
+        split_sizes=split_sizes,
+        evaluated_ids=[s.image_id for s in chosen],
+        convention=CONVENTION,
+    )
+    return table
+
+
+def _choose_samples(
+    data: Path, split: str, seed: int
+) -> tuple[list[Sample], str, dict[str, dict[str, int]]]:
+    """The images to score, the split's name (``all`` without a fixed split) and the sizes of
+    every part, per source."""
     samples = read_samples(data)
     is_wbc = any((data / f"Dataset {n}").is_dir() for n in (1, 2))
     if is_wbc or any(s.split is not None for s in samples):  # a fixed split: score its part
         parts = split_samples(samples, seed)
-        chosen = parts[split]
-        split_sizes = {
+        sizes = {
             part: {"all": len(items), **_count_sources(items)} for part, items in parts.items()
         }
-    else:
-        chosen, split = samples, "all"
-        split_sizes = {"all": {"all": len(samples), **_count_sources(samples)}}
+        return parts[split], split, sizes
+    return samples, "all", {"all": {"all": len(samples), **_count_sources(samples)}}
 
-    images: list[ImageScore] = []
-    parsing: list[ParsingScore] = []
-    proxies: list[ProxyScore] = []
-    missing: list[str] = []
-    weights: dict[str, dict[str, Any]] = {}
-    figure_panels: dict[int, FigurePanels] = {}
-    picks = _figure_picks(chosen, FIGURE_IMAGES) if figures else []
-    for scale in scales:
-        dataset = SRDataset(chosen, scale=scale)
-        panels: dict[str, list[NDArray[np.float32]]] = {}
-        gp_labels: list[NDArray[np.uint8] | None] = []
-        for method in methods:
-            model: nn.Module | None = None
-            if method != "bicubic":
-                loaded = _load_method(method, scale, checkpoints, required=required)
-                if loaded is None:
-                    missing.append(f"{method}_x{scale}")
-                    continue
-                weights[f"{method}_x{scale}"] = _describe(
-                    loaded, checkpoints.get(f"{method}_x{scale}")
-                )
-                model = channels_last(loaded.model.to(dev)).eval()
-            srs, labels = predict(model, dataset, device=dev, precision=prec, batch_size=batch_size)
-            for index, sample in enumerate(chosen):
-                item = dataset[index]
-                rows, cols = (int(v) for v in item["valid"])
-                hr = item["hr"][0].numpy()[:rows, :cols]
-                sr = srs[index][:rows, :cols]
-                images.append(
-                    ImageScore(
-                        sample.image_id,
-                        sample.source,
-                        scale,
-                        method,
-                        psnr(hr, sr, shave_px=scale),
-                        ssim(hr, sr, shave_px=scale),
-                    )
-                )
-                predicted = labels[index]
-                if predicted is not None:
-                    hr_rgb, _ = fit_to_size(sample.rgb, dataset.sizes[index])
-                    proxies.append(
-                        ProxyScore(
-                            sample.image_id,
-                            sample.source,
-                            scale,
-                            method,
-                            parsing_proxies(predicted[:rows, :cols], hr_rgb[:rows, :cols]),
-                        )
-                    )
-                if method in PRIOR_ARCHS and sample.labels is not None and predicted is not None:
-                    expert, _ = fit_to_size(sample.labels, dataset.sizes[index])
-                    parsing.append(
-                        ParsingScore(
-                            sample.image_id,
-                            sample.source,
-                            scale,
-                            parsing_scores(expert[:rows, :cols], predicted[:rows, :cols]),
-                            method,
-                        )
-                    )
-            if method in FIGURE_METHODS and picks:
-                panels[method] = [srs[i] for i in picks]
-                if method == "gp":
-                    gp_labels = [labels[i] for i in picks]
-        if picks:
-            figure_panels[scale] = FigurePanels(
-                [chosen[i] for i in picks], [dataset.sizes[i] for i in picks], panels, gp_labels
+
+def _score(
+    table: Table,
+    dataset: SRDataset,
+    chosen: Sequence[Sample],
+    method: str,
+    srs: Sequence[NDArray[np.float32]],
+    labels: Sequence[NDArray[np.uint8] | None],
+) -> None:
+    """Add one method's per-image PSNR/SSIM, parsing proxies and expert parsing scores."""
+    scale = dataset.scale
+    for index, sample in enumerate(chosen):
+        item = dataset[index]
+        rows, cols = (int(v) for v in item["valid"])
+        hr = item["hr"][0].numpy()[:rows, :cols]
+        sr = srs[index][:rows, :cols]
+        table.images.append(
+            ImageScore(
+                sample.image_id, sample.source, scale, method,
+                psnr(hr, sr, shave_px=scale), ssim(hr, sr, shave_px=scale),
+            )
+        )  # fmt: skip
+        predicted = labels[index]
+        if predicted is None:
+            continue
+        hr_rgb, _ = fit_to_size(sample.rgb, dataset.sizes[index])
+        proxies = parsing_proxies(predicted[:rows, :cols], hr_rgb[:rows, :cols])
+        table.proxies.append(ProxyScore(sample.image_id, sample.source, scale, method, proxies))
+        if method in PRIOR_ARCHS and sample.labels is not None:
+            expert, _ = fit_to_size(sample.labels, dataset.sizes[index])
+            scores = parsing_scores(expert[:rows, :cols], predicted[:rows, :cols])
+            table.parsing.append(
+                ParsingScore(sample.image_id, sample.source, scale, scores, method)
             )
 
-    meta = {
-        "command": _command(data, scales, methods if required else None, split, seed),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "leukoscreen": __version__,
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "device": str(dev),
-        "precision": prec,
-        "data": str(data),
-        "split": split,
-        "seed": seed,
-        "split_sizes": split_sizes,
-        "evaluated_ids": [s.image_id for s in chosen],
-        "convention": (
-            "Y of MATLAB rgb2ycbcr in [0, 1], float32, SR clipped to [0, 1]; HR fitted to its "
-            "size group (120 px wbc1, 224 px otherwise); PSNR (peak 1) and SSIM (Gaussian 11x11, "
-            "sigma 1.5) per image on the valid extent with shave = scale px per side, then "
-            "averaged; parsing IoU/Dice per image on the valid extent, then averaged"
-        ),
-    }
-    return Table(
-        scales=tuple(scales),
-        methods=methods,
-        images=images,
-        parsing=parsing,
-        proxies=proxies,
-        missing=missing,
-        weights=weights,
-        meta=meta,
-        figure_panels=figure_panels,
-    )
+
+CONVENTION = (
+    "Y of MATLAB rgb2ycbcr in [0, 1], float32, SR clipped to [0, 1]; HR fitted to its "
+    "size group (120 px wbc1, 224 px otherwise); PSNR (peak 1) and SSIM (Gaussian 11x11, "
+    "sigma 1.5) per image on the valid extent with shave = scale px per side, then "
+    "averaged; parsing IoU/Dice per image on the valid extent, then averaged"
+)
 
 
 def _count_sources(samples: Sequence[Sample]) -> dict[str, int]:

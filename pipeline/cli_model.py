@@ -7,11 +7,14 @@ config, override, call one function.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from leukoscreen.model.config import SCALES
+from leukoscreen.model.errors import UsageError
 from leukoscreen.pipeline.cli_options import ConfigOption
 from leukoscreen.pipeline.config import load_config, override_flags
 
@@ -251,7 +254,7 @@ def evaluate_cmd(
     config: ConfigOption = None,
 ) -> None:
     """Benchmark every method on the test split and write the paper's Table 2."""
-    from leukoscreen.model.evaluate import evaluate_methods, parse_checkpoint_specs
+    from leukoscreen.model.evaluate import evaluate_methods
     from leukoscreen.model.report import table_markdown, write_results
 
     cfg = override_flags(load_config(config), {"--device": ("inference.device", device)})
@@ -262,6 +265,27 @@ def evaluate_cmd(
     )  # fmt: skip
     write_results(table, out)
     typer.echo(table_markdown(table))
+
+
+def parse_checkpoint_specs(specs: Sequence[str]) -> dict[str, Path]:
+    """``["gp_x8=runs/gp_x8/best.pt", ...]`` -> ``{"gp_x8": Path(...)}``.
+
+    Raises:
+        UsageError: a spec without ``=`` or with an unknown ``<method>_x<scale>`` name.
+    """
+    from leukoscreen.model.evaluate import METHODS  # imports torch: only when evaluating
+
+    known = {f"{m}_x{s}" for m in METHODS[1:] for s in SCALES}
+    parsed = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or name not in known or not path:
+            raise UsageError(
+                f"--checkpoint: expected <method>_x<scale>=PATH with <method>_x<scale> one of "
+                f"{', '.join(sorted(known))}, got {spec!r}"
+            )
+        parsed[name] = Path(path)
+    return parsed
 
 
 def register(app: typer.Typer) -> None:

@@ -24,12 +24,13 @@ from leukoscreen.model import evaluate as evaluate_module
 from leukoscreen.model import report
 from leukoscreen.model.checkpoint import read_manifest, save_weights
 from leukoscreen.model.errors import CheckpointError, UsageError
-from leukoscreen.model.evaluate import evaluate_methods, parse_checkpoint_specs
+from leukoscreen.model.evaluate import evaluate_methods
 from leukoscreen.model.imresize import imresize, rgb2y
 from leukoscreen.model.metrics import parsing_scores, psnr, ssim
 from leukoscreen.model.networks import build_network
 from leukoscreen.model.report import CSV_COLUMNS, table_markdown, write_results
 from leukoscreen.pipeline.cli import app, main
+from leukoscreen.pipeline.cli_model import parse_checkpoint_specs
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE_PX = 224
