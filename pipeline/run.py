@@ -225,16 +225,10 @@ def run_slide(
         path: the slide file.
         config: the resolved config.
         out: the store path; ``<cwd>/<stem>.leukoscreen.zarr`` when omitted.
-        resume: continue an existing store (default ``config.output.resume``). With no store
+        resume: continue an existing store (default ``config.output.resume``); with no store
             there, a new one is started.
         overwrite: delete an existing store first (default ``config.output.overwrite``).
-        client: a connected Dask client to use; without one, the cluster of ``config.cluster``
-            is started (or connected to) and closed at the end.
-        progress: show a progress bar on stderr.
-        log: where the one-line messages go (dashboard link, zero cells).
-
-    Raises:
-        The errors of :func:`run_slides`.
+        client, progress, log: as :func:`run_slides`.
     """
     output = config.output
     output = replace(

@@ -311,3 +311,73 @@ def test_wheel_holds_modules_and_data_and_imports_outside_the_tree(tmp_path: Pat
     script = target / "bin" / "leukoscreen"
     printed = _run([str(script), "config"], cwd=tmp_path, env=env).stdout
     assert tomllib.loads(printed)["inference"]["scale"] == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# size and shape of the installed package (STYLE.md: split by concept before ~500 / ~80 lines)
+
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def _function_lengths(path: Path, base: Path = REPO) -> dict[str, int]:
+    """``module:line name`` -> lines of each function, its docstring left out."""
+    lengths = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0]
+            has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            doc = (first.end_lineno or first.lineno) - first.lineno + 1 if has_doc else 0
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            lengths[f"{path.relative_to(base).as_posix()}:{node.lineno} {node.name}"] = (
+                (node.end_lineno or node.lineno) - start + 1 - doc
+            )
+    return lengths
+
+
+def test_function_lengths_counts_lines_without_the_docstring(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        'def f():\n    """Doc\n    more."""\n    a = 1\n    return a\n\n\n'
+        "@staticmethod\ndef g(x):\n    return x\n"
+    )
+    assert _function_lengths(probe, tmp_path) == {"probe.py:1 f": 3, "probe.py:9 g": 3}
+
+
+def test_no_module_over_500_lines_and_no_function_over_80() -> None:
+    files = [path for root in ROOTS_ALL for path in _python_files(root)]
+    long_modules = {
+        str(path.relative_to(REPO)): n
+        for path in files
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    long_functions = {
+        name: n
+        for path in files
+        for name, n in _function_lengths(path).items()
+        if n > MAX_FUNCTION_LINES
+    }
+    assert long_modules == {}
+    assert long_functions == {}
+
+
+def test_no_argparse_program_in_the_installed_package() -> None:
+    # Lab programs live in tools/; what a user runs is a `leukoscreen` subcommand.
+    offenders = {
+        path.relative_to(REPO).as_posix()
+        for root in ROOTS_ALL
+        for path in _python_files(root)
+        if "argparse" in _imports(path)
+    }
+    assert offenders == set()
+
+
+def test_inference_never_imports_training() -> None:
+    probe = (
+        "import sys, leukoscreen.model.inference, leukoscreen.pipeline.sr_task\n"
+        "print('leukoscreen.model.train' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "False"
