@@ -13,9 +13,11 @@ the end of this file.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -317,3 +319,38 @@ class ArraySlide:
 def array_slide() -> type[ArraySlide]:
     """:class:`ArraySlide`, for tests that read crops from an in-memory image."""
     return ArraySlide
+
+
+# ---------------------------------------------------------------------------------------------
+# a run in progress, as another process holding a store's writer lock
+
+_HOLD_LOCK = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from leukoscreen.pipeline.store_lock import WriterLock\n"
+    "with WriterLock.acquire(Path(sys.argv[1])):\n"
+    "    print('locked', flush=True)\n"
+    "    sys.stdin.read()\n"
+)
+
+
+@contextlib.contextmanager
+def _lock_held(store: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holds the writer lock of ``store`` inside the block (it releases the lock
+    and exits at the end)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(store)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        yield holder
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def lock_held() -> Callable[[Path], contextlib.AbstractContextManager[subprocess.Popen[str]]]:
+    """:func:`_lock_held`: ``with lock_held(store) as holder:`` a live writer in another process."""
+    return _lock_held

@@ -554,34 +554,18 @@ def test_overwrite_starts_over(svs_slide, models, reference, tmp_path) -> None:
 
 # ----------------------------------------------------------------------------- one writer
 
-_HOLD_LOCK = (
-    "import sys\n"
-    "from pathlib import Path\n"
-    "from leukoscreen.pipeline.store_lock import WriterLock\n"
-    "with WriterLock.acquire(Path(sys.argv[1])):\n"
-    "    print('locked', flush=True)\n"
-    "    sys.stdin.read()\n"
-)
-
 
 def test_a_second_writer_is_refused_while_a_run_holds_the_store(
-    svs_slide, models, reference, tmp_path, capsys
+    svs_slide, models, reference, tmp_path, capsys, lock_held
 ) -> None:
     # Another process holds the writer lock of a complete store and of a new path, as a run in
     # progress would: run, --resume and --overwrite are refused and nothing is touched.
     copy, new = tmp_path / "copy.leukoscreen.zarr", tmp_path / "new.leukoscreen.zarr"
     shutil.copytree(reference, copy)
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
-    holders = [
-        subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
-        for path in (copy, new)
-    ]  # fmt: skip
-    try:
-        for holder in holders:
-            assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        cases = [(copy, ["--resume"], holders[0]), (copy, ["--overwrite"], holders[0]),
-                 (new, [], holders[1])]  # fmt: skip
+    with lock_held(copy) as holds_copy, lock_held(new) as holds_new:
+        cases = [(copy, ["--resume"], holds_copy), (copy, ["--overwrite"], holds_copy),
+                 (new, [], holds_new)]  # fmt: skip
         for out, flags, holder in cases:
             args = ["run", str(svs_slide.path), "--out", str(out), *flags]
             assert main([*args, "--config", str(models["x8.toml"])]) == 2
@@ -589,9 +573,6 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_store(
                 f"leukoscreen: error: {out}: another leukoscreen run is writing this store "
                 f"(pid {holder.pid} on host "
             )
-    finally:
-        for holder in holders:
-            holder.communicate("")
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
     assert not new.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.leukoscreen.zarr"]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,16 +20,6 @@ from leukoscreen.pipeline.store_lock import (
     WriterLock,
     is_stale,
     lock_path,
-)
-
-# Holds the lock of argv[1] until its stdin closes; prints "locked" once it holds it.
-HOLDER = (
-    "import sys\n"
-    "from pathlib import Path\n"
-    "from leukoscreen.pipeline.store_lock import WriterLock\n"
-    "with WriterLock.acquire(Path(sys.argv[1])):\n"
-    "    print('locked', flush=True)\n"
-    "    sys.stdin.read()\n"
 )
 
 
@@ -57,14 +48,9 @@ def test_lock_file_sits_beside_the_store_and_names_the_holder(tmp_path: Path) ->
     assert not lock.path.exists()  # released
 
 
-def test_a_second_writer_in_another_process_is_refused(tmp_path: Path) -> None:
+def test_a_second_writer_in_another_process_is_refused(tmp_path: Path, lock_held: Any) -> None:
     store = tmp_path / "a.leukoscreen.zarr"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(store)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    with lock_held(store) as holder:
         with pytest.raises(StoreLockedError) as info:
             WriterLock.acquire(store)
         message = str(info.value)
@@ -72,9 +58,6 @@ def test_a_second_writer_in_another_process_is_refused(tmp_path: Path) -> None:
         assert f"pid {holder.pid} on host {socket.gethostname()}, since " in message
         assert message.endswith(f"or delete {lock_path(store)} if that run is gone")
         assert "\n" not in message
-    finally:
-        holder.communicate("")  # closes its stdin: it releases the lock and exits
-    assert holder.returncode == 0
     with WriterLock.acquire(store):  # free again
         pass
 
