@@ -52,7 +52,8 @@ import tifffile
 from skimage.draw import disk
 
 from leukoscreen.pipeline.config import Config, override
-from leukoscreen.pipeline.run import check_config, run_slide, super_resolve
+from leukoscreen.pipeline.run import plan_run, run_slide
+from leukoscreen.pipeline.sr_task import super_resolve
 from leukoscreen.pipeline.store import open_cells
 
 MPP = 0.52
@@ -255,7 +256,7 @@ def model_only(store: Path, config: Config, checkpoint: str, threads: int) -> di
     n = int(lr.shape[0])
     if n == 0:
         return {"model_only_cells_per_s": 0.0, "model_only_s": 0.0}
-    geometry = check_config(config)
+    geometry = plan_run(config).geometry
     per_call = 0 if str(upscaler.device).startswith("cuda") else config.cluster.cpu_cells_per_call
     upscaler.upscale(np.asarray(lr[:1]))  # warm-up, as a worker's first batch
     seconds = 0.0
@@ -306,10 +307,10 @@ def main() -> None:
     run_s = time.perf_counter() - t0
     sampler.stop()
 
-    from leukoscreen.pipeline.run import _available_cores, count_gpus, size_local_cluster
+    from leukoscreen.pipeline.cluster import available_cores, count_gpus, size_local_cluster
 
     n_workers, threads = size_local_cluster(
-        config.cluster, n_gpus=count_gpus(config.inference.device), cores=_available_cores()
+        config.cluster, n_gpus=count_gpus(config.inference.device), cores=available_cores()
     )
     speed = model_only(store, config, checkpoint, threads)
     end_to_end = summary.n_cells / run_s if run_s else 0.0
@@ -349,7 +350,7 @@ def main() -> None:
         "target_memory_mib": 2048,
         "machine": {
             "cpu_count": os.cpu_count(),
-            "cores_available": _available_cores(),
+            "cores_available": available_cores(),
             "load_average_1m": os.getloadavg()[0],
             "platform": platform.platform(),
         },

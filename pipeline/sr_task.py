@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from leukoscreen.pipeline.cluster import worker_gpu_index, worker_threads
 from leukoscreen.pipeline.crops import CropGeometry, read_crops, trim_margin
 from leukoscreen.pipeline.slide import Slide
 from leukoscreen.pipeline.store import CellStore
+
+if TYPE_CHECKING:  # torch is imported by the workers only, when they load a model
+    from leukoscreen.model.inference import Upscaler
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,12 @@ class ModelSpec:
         )
 
 
-_UPSCALERS: dict[ModelSpec, Any] = {}
+_UPSCALERS: dict[ModelSpec, Upscaler] = {}
 _LOAD_LOCK = threading.Lock()  # one load per process even when several tasks start together
 _CPU_SR_LOCK = threading.Lock()  # one CPU batch in the network at a time, using every thread
 
 
-def get_upscaler(spec: ModelSpec) -> Any:
+def get_upscaler(spec: ModelSpec) -> Upscaler:
     """The worker process's upscaler for ``spec``, loaded on first use and kept.
 
     Raises:
@@ -123,7 +126,7 @@ def describe_model(spec: ModelSpec) -> dict[str, Any]:
 
 
 def super_resolve(
-    upscaler: Any, lr: np.ndarray, geometry: CropGeometry, *, cells_per_call: int = 0
+    upscaler: Upscaler, lr: np.ndarray, geometry: CropGeometry, *, cells_per_call: int = 0
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Super-resolve LR crops and trim the context margin.
 
