@@ -191,6 +191,154 @@ def _batches(dataset: SRDataset, cfg: TrainConfig, epoch: int) -> Iterator[list[
     return dataset.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch)
 
 
+def _datasets(cfg: TrainConfig, data: Path | Sequence[Path]) -> tuple[SRDataset, SRDataset, bool]:
+    """The training and validation sets of ``data`` and whether no training image has a mask.
+
+    Raises:
+        DataError: too few images for the split, or a prior network from scratch without masks.
+    """
+    parts = split_samples(read_sources(data), cfg.seed)
+    where = data if isinstance(data, (str, Path)) else ", ".join(map(str, data))
+    if not parts["train"] or not parts["val"]:
+        raise DataError(
+            f"{where}: too few images for a train/val split ({sum(map(len, parts.values()))})"
+        )
+    no_masks = not any(s.labels is not None for s in parts["train"])
+    if cfg.arch in PRIOR_ARCHS and no_masks and not cfg.init:
+        raise DataError(
+            f"{where}: arch {cfg.arch!r} needs parsing masks to train from scratch; none found "
+            "(fine-tuning with --init works without masks)"
+        )
+    masked = [s for s in parts["train"] if s.labels is not None]
+    shown = parts["train"] + masked * (cfg.mask_repeat - 1)
+    train_set = SRDataset(shown, scale=cfg.scale, hr_size_px=cfg.hr_size_px)
+    val_set = SRDataset(parts["val"], scale=cfg.scale, hr_size_px=cfg.hr_size_px)
+
+    return train_set, val_set, no_masks
+
+
+def _build_model(cfg: TrainConfig, arch_kwargs: dict[str, Any], no_masks: bool) -> nn.Module:
+    """A fresh network, or the ``--init`` weights (prior frozen when there are no masks).
+
+    Raises:
+        UsageError: ``--init`` weights of another arch or design.
+    """
+    model = build_network(cfg.arch, scale=cfg.scale, **arch_kwargs)
+    if cfg.init:
+        initial = load_init(cfg.init, cfg.scale)
+        if (initial.arch, initial.meta.get("arch_kwargs", {})) != (cfg.arch, arch_kwargs):
+            raise UsageError(
+                f"--init {cfg.init}: holds {initial.arch} {initial.meta.get('arch_kwargs')}, "
+                f"expected {cfg.arch} {arch_kwargs}"
+            )
+        model.load_state_dict(initial.model.state_dict())
+        if cfg.arch in PRIOR_ARCHS and no_masks:
+            freeze_prior(model)  # no masks to keep it honest: the parsing map stays as trained
+    return model
+
+
+def _resume(
+    last_path: Path,
+    cfg: TrainConfig,
+    arch_kwargs: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> tuple[int, list[dict[str, float]], float]:
+    """Load ``last.pt`` into the model and optimizer: ``(epochs done, history, best PSNR)``.
+
+    Raises:
+        CheckpointError: the run was trained with another config.
+    """
+    dev = next(model.parameters()).device
+    state = torch.load(last_path, map_location=dev, weights_only=True)
+    saved = {**asdict(TrainConfig()), **state["config"]}  # fields added later: defaults
+    same_config = {**saved, "epochs": 0} == {**asdict(cfg), "epochs": 0}
+    if not same_config or state["arch_kwargs"] != arch_kwargs:
+        raise CheckpointError(
+            f"{last_path}: was trained with another config; resume needs the same one "
+            f"(saved {saved}, given {asdict(cfg)})"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epoch"]), list(state["history"]), float(state["best_psnr"])
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_set: SRDataset,
+    cfg: TrainConfig,
+    epoch: int,
+    dev: torch.device,
+    precision: str,
+    progress: bool,
+) -> list[float]:
+    """One pass over the training set (augmented per (seed, epoch)); the loss of each batch."""
+    batches = list(_batches(train_set, cfg, epoch))
+    bar = tqdm(
+        batches,
+        desc=f"{cfg.arch} x{cfg.scale} epoch {epoch + 1}/{cfg.epochs}",
+        disable=not progress,
+        unit="batch",
+        dynamic_ncols=True,
+    )
+    seen, started, losses = 0, time.perf_counter(), []
+    for indices in bar:
+        batch = train_set.collate(indices)
+        if cfg.colour_augment:
+            jitters = colour_jitters(indices, seed=cfg.seed, epoch=epoch)
+            batch = colour_augment(batch, jitters, scale=cfg.scale)
+        if cfg.augment:
+            batch = augment(batch, dihedral_codes(indices, seed=cfg.seed, epoch=epoch))
+        batch = {k: v.to(dev) for k, v in batch.items()}
+        x = model_input(model, batch)
+        sr, logits = run_network(model, x, device=dev, precision=precision)
+        loss = charbonnier(sr.float(), batch["hr"], cfg.charbonnier_eps)
+        if logits is not None:
+            # images without masks skip the prior loss
+            per_image = prior_loss_per_image(
+                logits.float(), batch["onehot"], getattr(model, "prior_activation", "sigmoid")
+            )
+            weight = batch["has_mask"]
+            prior_loss = (per_image * weight).sum() / weight.sum().clamp(min=1)
+            loss = loss + cfg.prior_weight * prior_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(indices)
+        losses.append(float(loss.detach()))
+        bar.set_postfix(
+            loss=f"{losses[-1]:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}"
+        )
+    return losses
+
+
+def _save_last(
+    last_path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    arch_kwargs: dict[str, Any],
+    history: list[dict[str, float]],
+    best_psnr: float,
+    epochs_done: int,
+) -> None:
+    """Write ``last.pt``: the full state after ``epochs_done`` epochs, for an exact resume."""
+    state = {
+        "format": TRAIN_FORMAT,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epochs_done,
+        "config": asdict(cfg),
+        "arch_kwargs": arch_kwargs,
+        "history": history,
+        "best_psnr": best_psnr,
+    }
+    tmp = last_path.with_name("last.pt.tmp")
+    torch.save(state, tmp)
+    tmp.replace(last_path)  # atomic: a kill leaves the previous epoch's checkpoint intact
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -233,55 +381,14 @@ def train(
     if dev.type == "cuda":  # CUDA runs are not bit-exact anyway; let cuDNN pick fast kernels
         torch.backends.cudnn.benchmark = True
 
-    parts = split_samples(read_sources(data), cfg.seed)
-    where = data if isinstance(data, (str, Path)) else ", ".join(map(str, data))
-    if not parts["train"] or not parts["val"]:
-        raise DataError(
-            f"{where}: too few images for a train/val split ({sum(map(len, parts.values()))})"
-        )
-    no_masks = not any(s.labels is not None for s in parts["train"])
-    if cfg.arch in PRIOR_ARCHS and no_masks and not cfg.init:
-        raise DataError(
-            f"{where}: arch {cfg.arch!r} needs parsing masks to train from scratch; none found "
-            "(fine-tuning with --init works without masks)"
-        )
-    masked = [s for s in parts["train"] if s.labels is not None]
-    shown = parts["train"] + masked * (cfg.mask_repeat - 1)
-    train_set = SRDataset(shown, scale=cfg.scale, hr_size_px=cfg.hr_size_px)
-    val_set = SRDataset(parts["val"], scale=cfg.scale, hr_size_px=cfg.hr_size_px)
-
-    model = build_network(cfg.arch, scale=cfg.scale, **arch_kwargs)
-    if cfg.init:
-        initial = load_init(cfg.init, cfg.scale)
-        if (initial.arch, initial.meta.get("arch_kwargs", {})) != (cfg.arch, arch_kwargs):
-            raise UsageError(
-                f"--init {cfg.init}: holds {initial.arch} {initial.meta.get('arch_kwargs')}, "
-                f"expected {cfg.arch} {arch_kwargs}"
-            )
-        model.load_state_dict(initial.model.state_dict())
-        if cfg.arch in PRIOR_ARCHS and no_masks:
-            freeze_prior(model)  # no masks to keep it honest: the parsing map stays as trained
-    model = channels_last(model.to(dev))
+    train_set, val_set, no_masks = _datasets(cfg, data)
+    model = channels_last(_build_model(cfg, arch_kwargs, no_masks).to(dev))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=cfg.lr, betas=(0.9, 0.999))
     history: list[dict[str, float]] = []
     start_epoch, best_psnr = 0, -math.inf
     if resume and last_path.exists():
-        state = torch.load(last_path, map_location=dev, weights_only=True)
-        saved = {**asdict(TrainConfig()), **state["config"]}  # fields added later: defaults
-        same_config = {**saved, "epochs": 0} == {**asdict(cfg), "epochs": 0}
-        if not same_config or state["arch_kwargs"] != arch_kwargs:
-            raise CheckpointError(
-                f"{last_path}: was trained with another config; resume needs the same one "
-                f"(saved {saved}, given {asdict(cfg)})"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history, best_psnr = (
-            int(state["epoch"]),
-            list(state["history"]),
-            float(state["best_psnr"]),
-        )
+        start_epoch, history, best_psnr = _resume(last_path, cfg, arch_kwargs, model, optimizer)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     model.train()
@@ -291,42 +398,8 @@ def train(
     for epoch in range(start_epoch, end_epoch):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch, cfg)
-        batches = list(_batches(train_set, cfg, epoch))
-        bar = tqdm(
-            batches,
-            desc=f"{cfg.arch} x{cfg.scale} epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
-            unit="batch",
-            dynamic_ncols=True,
-        )
-        seen, started, losses = 0, time.perf_counter(), []
-        for indices in bar:
-            batch = train_set.collate(indices)
-            if cfg.colour_augment:
-                jitters = colour_jitters(indices, seed=cfg.seed, epoch=epoch)
-                batch = colour_augment(batch, jitters, scale=cfg.scale)
-            if cfg.augment:
-                batch = augment(batch, dihedral_codes(indices, seed=cfg.seed, epoch=epoch))
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            x = model_input(model, batch)
-            sr, logits = run_network(model, x, device=dev, precision=precision)
-            loss = charbonnier(sr.float(), batch["hr"], cfg.charbonnier_eps)
-            if logits is not None:
-                # images without masks skip the prior loss
-                per_image = prior_loss_per_image(
-                    logits.float(), batch["onehot"], getattr(model, "prior_activation", "sigmoid")
-                )
-                weight = batch["has_mask"]
-                prior_loss = (per_image * weight).sum() / weight.sum().clamp(min=1)
-                loss = loss + cfg.prior_weight * prior_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            seen += len(indices)
-            losses.append(float(loss.detach()))
-            bar.set_postfix(
-                loss=f"{losses[-1]:.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}"
-            )
+        started = time.perf_counter()
+        losses = _train_epoch(model, optimizer, train_set, cfg, epoch, dev, precision, progress)
         scores = evaluate(model, val_set, device=dev, precision=precision)
         record = {
             "epoch": epoch + 1,
@@ -354,19 +427,7 @@ def train(
                 metrics=record,
                 dtype=torch.float32,
             )
-        state = {
-            "format": TRAIN_FORMAT,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch + 1,
-            "config": asdict(cfg),
-            "arch_kwargs": arch_kwargs,
-            "history": history,
-            "best_psnr": best_psnr,
-        }
-        tmp = last_path.with_name("last.pt.tmp")
-        torch.save(state, tmp)
-        tmp.replace(last_path)  # atomic: a kill leaves the previous epoch's checkpoint intact
+        _save_last(last_path, model, optimizer, cfg, arch_kwargs, history, best_psnr, epoch + 1)
     return TrainResult(
         run_dir=run_dir, epochs_done=len(history), history=history, best_weights=best_path
     )

@@ -6,8 +6,8 @@ global config. Below it, the tiling: :func:`plan_tiles` cuts level 0 into cores 
 skips empty glass from a low pyramid level; :func:`estimate_slide_stain` samples windows of the
 planned tiles and estimates the slide's stain once; :func:`detect_tile` reads one halo window,
 detects with that estimate, and keeps the cells whose centre lies in the core, so every cell is
-found exactly once; :func:`detect_graph` is the thin Dask wrapper (it builds the graph, it never
-computes).
+found exactly once; :func:`detect_slide` runs the tiles in this process, and
+:mod:`leukoscreen.pipeline.run` submits them as Dask tasks.
 
 How a leukocyte is found (Romanowsky-type stains: Wright, Giemsa, May-Grünwald, any lab):
 
@@ -38,94 +38,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.config import DetectConfig
 from leukoscreen.pipeline.stain import StainEstimate, estimate_stain, nucleus_contrast
 
 if TYPE_CHECKING:
-    from dask.delayed import Delayed
-
     from leukoscreen.pipeline.slide import Slide
 
 GLASS_MAX_OD = 0.08  # mean optical density below which a low-resolution pixel is empty glass
 GLASS_MAX_CHROMA = 0.08  # ... and (max - min) / max of its RGB below which it is colourless
-
-
-@dataclass(frozen=True)
-class CellTable:
-    """Detected cells, one row each, as numpy columns.
-
-    Attributes:
-        row: (N,) float64 centre row, level-0 pixels (centroid of the nucleus).
-        col: (N,) float64 centre column, level-0 pixels.
-        bbox: (N, 4) int64 ``(row0, col0, row1, col1)`` of the whole-cell estimate, level-0
-            pixels, end exclusive: the nucleus box grown by ``cell_margin_um``.
-        area_um2: (N,) float64 nucleus area, square microns.
-        score: (N,) float32 in [0, 1], how strongly and evenly the nucleus is stained.
-    """
-
-    row: np.ndarray
-    col: np.ndarray
-    bbox: np.ndarray
-    area_um2: np.ndarray
-    score: np.ndarray
-
-    def __post_init__(self) -> None:
-        n = len(self.row)
-        columns: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {
-            "row": (np.asarray(self.row, np.float64), (n,)),
-            "col": (np.asarray(self.col, np.float64), (n,)),
-            "bbox": (np.asarray(self.bbox, np.int64).reshape(-1, 4), (n, 4)),
-            "area_um2": (np.asarray(self.area_um2, np.float64), (n,)),
-            "score": (np.asarray(self.score, np.float32), (n,)),
-        }
-        for name, (value, shape) in columns.items():
-            if value.shape != shape:
-                raise ValueError(f"CellTable.{name}: expected shape {shape}, got {value.shape}")
-            object.__setattr__(self, name, value)
-
-    def __len__(self) -> int:
-        return len(self.row)
-
-    @classmethod
-    def empty(cls) -> CellTable:
-        """A table with no cells."""
-        return cls(np.zeros(0), np.zeros(0), np.zeros((0, 4)), np.zeros(0), np.zeros(0))
-
-    @classmethod
-    def concat(cls, tables: Sequence[CellTable]) -> CellTable:
-        """The rows of ``tables`` one after another (no sorting)."""
-        if not tables:
-            return cls.empty()
-        return cls(
-            np.concatenate([t.row for t in tables]),
-            np.concatenate([t.col for t in tables]),
-            np.concatenate([t.bbox for t in tables]),
-            np.concatenate([t.area_um2 for t in tables]),
-            np.concatenate([t.score for t in tables]),
-        )
-
-    def take(self, index: np.ndarray | Sequence[int]) -> CellTable:
-        """The rows at ``index`` (integer positions or a boolean mask), in that order."""
-        index = np.asarray(index)
-        return CellTable(
-            self.row[index], self.col[index], self.bbox[index], self.area_um2[index],
-            self.score[index],
-        )  # fmt: skip
-
-    def sort_key(self) -> np.ndarray:
-        """Positions that order the rows by (row, col): the deterministic cell order."""
-        return np.lexsort((self.col, self.row))
-
-    def sorted(self) -> CellTable:
-        """The table ordered by (row, col)."""
-        return self.take(self.sort_key())
-
-    def shifted(self, row_px: int, col_px: int) -> CellTable:
-        """The table with every coordinate moved by (row_px, col_px)."""
-        offset = np.array([row_px, col_px, row_px, col_px], np.int64)
-        return CellTable(
-            self.row + row_px, self.col + col_px, self.bbox + offset, self.area_um2, self.score
-        )
 
 
 def detect_leukocytes(
@@ -171,19 +92,7 @@ def detect_leukocytes(
     Raises:
         ValueError: ``rgb`` is not (H, W, 3) uint8, or an option is out of range.
     """
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    if not (math.isfinite(mpp) and mpp > 0):
-        raise ValueError(f"mpp must be > 0, got {mpp!r}")
-    if not 0 <= min_area_um2 <= max_area_um2:
-        raise ValueError(
-            f"need 0 <= min_area_um2 <= max_area_um2, got {min_area_um2}, {max_area_um2}"
-        )
-    if not 0 < nucleus_threshold <= seed_threshold:
-        raise ValueError(
-            "need 0 < nucleus_threshold <= seed_threshold, got "
-            f"{nucleus_threshold}, {seed_threshold}"
-        )
+    _check_options(rgb, mpp, min_area_um2, max_area_um2, nucleus_threshold, seed_threshold)
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         return CellTable.empty()
     if stain is None:
@@ -196,13 +105,7 @@ def detect_leukocytes(
     )  # (H, W)
     if smoothing_um > 0:
         contrast = ndi.gaussian_filter(contrast, smoothing_um / mpp, truncate=3.0)
-    # Hysteresis: connected regions above the nucleus threshold that hold a seed pixel (the
-    # 4-connected regions of skimage.filters.apply_hysteresis_threshold, computed by a table).
-    regions, n_regions = ndi.label(contrast > nucleus_threshold)
-    seeded = np.zeros(n_regions + 1, bool)
-    seeded[regions[contrast > seed_threshold]] = True
-    seeded[0] = False
-    nuclei = seeded[regions]
+    regions, nuclei = _hysteresis(contrast, nucleus_threshold, seed_threshold)
     if not nuclei.any():
         return CellTable.empty()
 
@@ -251,6 +154,44 @@ def detect_leukocytes(
     return CellTable(
         centre_row[keep], centre_col[keep], boxes[keep], area_um2[keep], score[keep]
     ).sorted()
+
+
+def _check_options(
+    rgb: np.ndarray,
+    mpp: float,
+    min_area_um2: float,
+    max_area_um2: float,
+    nucleus_threshold: float,
+    seed_threshold: float,
+) -> None:
+    """Raise ``ValueError`` for an image or option :func:`detect_leukocytes` cannot use."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    if not (math.isfinite(mpp) and mpp > 0):
+        raise ValueError(f"mpp must be > 0, got {mpp!r}")
+    if not 0 <= min_area_um2 <= max_area_um2:
+        raise ValueError(
+            f"need 0 <= min_area_um2 <= max_area_um2, got {min_area_um2}, {max_area_um2}"
+        )
+    if not 0 < nucleus_threshold <= seed_threshold:
+        raise ValueError(
+            "need 0 < nucleus_threshold <= seed_threshold, got "
+            f"{nucleus_threshold}, {seed_threshold}"
+        )
+
+
+def _hysteresis(
+    contrast: np.ndarray, nucleus_threshold: float, seed_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The connected regions above ``nucleus_threshold`` (int labels, (H, W)) and the nucleus
+    mask (bool, (H, W)): the regions that hold a pixel above ``seed_threshold``."""
+    # Hysteresis: connected regions above the nucleus threshold that hold a seed pixel (the
+    # 4-connected regions of skimage.filters.apply_hysteresis_threshold, computed by a table).
+    regions, n_regions = ndi.label(contrast > nucleus_threshold)
+    seeded = np.zeros(n_regions + 1, bool)
+    seeded[regions[contrast > seed_threshold]] = True
+    seeded[0] = False
+    return regions, seeded[regions]
 
 
 def _group_boxes(
@@ -522,24 +463,3 @@ def detect_slide(
     bar = tqdm(tiles, unit="tile", desc=f"detect {slide.path.name}", disable=not progress,
                file=sys.stderr)  # fmt: skip
     return _gather([detect_tile(slide, tile, cfg, stain) for tile in bar]), stain
-
-
-def detect_graph(slide: Slide, cfg: DetectConfig) -> Delayed:
-    """The Dask graph of detection over a slide (built, not computed).
-
-    The plan and the stain estimate are made here, in the caller (a few windows are read); the
-    graph holds one task per tile.
-
-    Args:
-        slide: the slide; it travels to workers by path.
-        cfg: detection settings (tile size, halo, thresholds).
-
-    Returns:
-        A ``dask.delayed`` object whose result is the slide's :class:`CellTable`, (row, col) order.
-    """
-    import dask
-
-    tiles, stain = plan_detection(slide, cfg)
-    slide_node: Any = dask.delayed(slide, pure=True)
-    parts = [dask.delayed(detect_tile, pure=True)(slide_node, tile, cfg, stain) for tile in tiles]
-    return dask.delayed(_gather, pure=True)(parts)

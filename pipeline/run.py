@@ -37,10 +37,11 @@ from tqdm import tqdm
 
 from leukoscreen.model.config import REFERENCE_SCALE
 from leukoscreen.model.errors import CheckpointError, UsageError
+from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.cluster import ClusterInfo, inspect_cluster, open_client
 from leukoscreen.pipeline.config import Config, DetectConfig, to_dict
 from leukoscreen.pipeline.crops import CropGeometry
-from leukoscreen.pipeline.detect import CellTable, Tile, detect_tile, plan_detection
+from leukoscreen.pipeline.detect import Tile, detect_tile, plan_detection
 from leukoscreen.pipeline.slide import Slide
 from leukoscreen.pipeline.sr_task import ModelSpec, describe_model, sr_batch_task
 from leukoscreen.pipeline.stain import StainEstimate
