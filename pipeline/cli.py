@@ -146,6 +146,26 @@ def detect_cmd(
 cli_model.register(app)
 
 
+CheckpointOption = Annotated[
+    Path | None,
+    typer.Option(
+        help=(
+            "Weights file (e.g. a run's best.pt) instead of the shipped weights; its own arch "
+            "and scale are used, and --arch/--scale, when given, must match them."
+        ),
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        help="auto (CUDA when present, else CPU), cpu or cuda. [default: inference.device]",
+        show_default=False,
+    ),
+]
+
+
 @app.command("upscale")
 def upscale_cmd(
     images: Annotated[
@@ -180,24 +200,8 @@ def upscale_cmd(
             show_default=False,
         ),
     ] = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            help=(
-                "Weights file (e.g. a run's best.pt) instead of the shipped weights; its own arch "
-                "and scale are used, and --arch/--scale, when given, must match them."
-            ),
-            dir_okay=False,
-            show_default=False,
-        ),
-    ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option(
-            help="auto (CUDA when present, else CPU), cpu or cuda. [default: inference.device]",
-            show_default=False,
-        ),
-    ] = None,
+    checkpoint: CheckpointOption = None,
+    device: DeviceOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Super-resolve single image files and write SR images and coloured parsing maps."""
@@ -210,10 +214,7 @@ def upscale_cmd(
             "--arch": ("inference.arch", arch),
             "--scale": ("inference.scale", scale),
             "--device": ("inference.device", device),
-            "--checkpoint": (
-                "inference.checkpoint",
-                None if checkpoint is None else str(checkpoint),
-            ),
+            "--checkpoint": ("inference.checkpoint", checkpoint and str(checkpoint)),
         },
     ).inference
     check_image_files(images)  # a missing input is reported before any weights are loaded
