@@ -63,6 +63,8 @@ class DetectConfig:
             that counts as contrast 1.
         smoothing_um: sigma of the Gaussian smoothing of the density, microns.
         cell_margin_um: margin added around a nucleus box to estimate the whole cell, microns.
+        tint_block_um: side of the blocks whose own plasma tint (off the red-cell hue) is undone
+            before detection, microns; 0 trusts the slide's one background everywhere.
         foreground_level_mpp: pixel size of the low pyramid level used to skip empty glass.
         stain_sample_windows: windows read, spread evenly over the planned tiles, to estimate
             the slide's stain (one per tile on big slides, a grid per tile on small ones).
@@ -81,6 +83,7 @@ class DetectConfig:
     darkness_scale: float = 2.0
     smoothing_um: float = 0.5
     cell_margin_um: float = 3.0
+    tint_block_um: float = 20.0
     foreground_level_mpp: float = 8.0
     stain_sample_windows: int = 16
     stain_window_px: int = 256

@@ -40,7 +40,13 @@ from scipy import ndimage as ndi
 
 from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.config import DetectConfig
-from leukoscreen.pipeline.stain import StainEstimate, estimate_stain, nucleus_contrast
+from leukoscreen.pipeline.stain import (
+    StainEstimate,
+    estimate_stain,
+    even_out_backgrounds,
+    flatten_tint,
+    nucleus_contrast,
+)
 
 if TYPE_CHECKING:
     from leukoscreen.pipeline.slide import Slide
@@ -64,6 +70,8 @@ def detect_leukocytes(
     smoothing_um: float = 0.5,
     cell_margin_um: float = 3.0,
     max_span_um: float = 16.0,
+    tint_block_um: float = 20.0,
+    origin: tuple[int, int] = (0, 0),
 ) -> CellTable:
     """Find leukocytes by their stained nuclei.
 
@@ -85,6 +93,11 @@ def detect_leukocytes(
         cell_margin_um: margin around the nucleus box that makes the whole-cell box, microns.
         max_span_um: a merged group wider than this (microns, along rows or columns) is taken
             for two touching cells: its fragments are cells of their own. 0 keeps every merge.
+        tint_block_um: side of the blocks whose own plasma tint is undone first
+            (:func:`~leukoscreen.pipeline.stain.flatten_tint`), microns; 0 trusts the slide's
+            one background everywhere.
+        origin: slide position (row, col) of ``rgb``'s first pixel (a tile's window), so that
+            the tint correction samples the slide's grid, as on the whole slide.
 
     Returns:
         One row per cell in (row, col) order, coordinates in pixels of ``rgb``.
@@ -95,11 +108,15 @@ def detect_leukocytes(
     _check_options(rgb, mpp, min_area_um2, max_area_um2, nucleus_threshold, seed_threshold)
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         return CellTable.empty()
+    tint_block_px = round(tint_block_um / mpp) if tint_block_um > 0 else 0
     if stain is None:
-        stain = estimate_stain(rgb)
+        evened = even_out_backgrounds([rgb], block_px=tint_block_px)[0] if tint_block_px else rgb
+        stain = estimate_stain(evened)
     if not stain.has_foreground:
         return CellTable.empty()
 
+    if tint_block_px:
+        rgb = flatten_tint(rgb, stain, block_px=tint_block_px, origin=origin)
     contrast = nucleus_contrast(
         rgb, stain, residual_scale=residual_scale, darkness_scale=darkness_scale
     )  # (H, W)
@@ -252,6 +269,7 @@ def detect_options(cfg: DetectConfig) -> dict[str, Any]:
         "darkness_scale": cfg.darkness_scale,
         "smoothing_um": cfg.smoothing_um,
         "cell_margin_um": cfg.cell_margin_um,
+        "tint_block_um": cfg.tint_block_um,
     }
 
 
@@ -384,12 +402,20 @@ def _spread(first: int, last: int, count: int) -> list[int]:
 
 
 def estimate_slide_stain(
-    slide: Slide, tiles: Sequence[Tile], *, sample_windows: int, window_px: int
+    slide: Slide,
+    tiles: Sequence[Tile],
+    *,
+    sample_windows: int,
+    window_px: int,
+    tint_block_px: int = 0,
 ) -> StainEstimate:
     """Estimate the slide's stain from windows spread over its planned (non-glass) tiles.
 
     The windows (:func:`stain_windows`) are read at level 0, the resolution detection runs at
-    (a lower level would blur red cells into the plasma).
+    (a lower level would blur red cells into the plasma). With ``tint_block_px``, each window's
+    local plasma tint is evened out first
+    (:func:`~leukoscreen.pipeline.stain.even_out_backgrounds`), so that a tinted region's
+    plasma is not taken for red-cell stain.
 
     Returns:
         The estimate over all sampled pixels (no foreground when ``tiles`` is empty).
@@ -397,8 +423,10 @@ def estimate_slide_stain(
     windows = stain_windows(tiles, sample_windows=sample_windows, window_px=window_px)
     if not windows:
         return estimate_stain(np.zeros((0, 3), np.uint8))
-    pixels = [slide.read_region(*window).reshape(-1, 3) for window in windows]
-    return estimate_stain(np.concatenate(pixels))
+    images = [slide.read_region(*window) for window in windows]
+    if tint_block_px:
+        images = even_out_backgrounds(images, block_px=tint_block_px)
+    return estimate_stain(np.concatenate([im.reshape(-1, 3) for im in images]))
 
 
 def detect_tile(slide: Slide, tile: Tile, cfg: DetectConfig, stain: StainEstimate) -> CellTable:
@@ -415,7 +443,9 @@ def detect_tile(slide: Slide, tile: Tile, cfg: DetectConfig, stain: StainEstimat
     """
     row0, col0, row1, col1 = tile.halo
     rgb = slide.read_region(row0, col0, row1 - row0, col1 - col0)
-    cells = detect_leukocytes(rgb, mpp=slide.mpp, stain=stain, **detect_options(cfg))
+    cells = detect_leukocytes(
+        rgb, mpp=slide.mpp, stain=stain, origin=(row0, col0), **detect_options(cfg)
+    )
     cells = cells.shifted(row0, col0)
     r0, c0, r1, c1 = tile.core
     inside = (cells.row >= r0) & (cells.row < r1) & (cells.col >= c0) & (cells.col < c1)
@@ -435,7 +465,11 @@ def plan_detection(slide: Slide, cfg: DetectConfig) -> tuple[list[Tile], StainEs
         foreground_level_mpp=cfg.foreground_level_mpp,
     )
     stain = estimate_slide_stain(
-        slide, tiles, sample_windows=cfg.stain_sample_windows, window_px=cfg.stain_window_px
+        slide,
+        tiles,
+        sample_windows=cfg.stain_sample_windows,
+        window_px=cfg.stain_window_px,
+        tint_block_px=round(cfg.tint_block_um / slide.mpp) if cfg.tint_block_um > 0 else 0,
     )
     return tiles, stain
 

@@ -31,10 +31,12 @@ A slide without stained foreground (blank glass) gives a :class:`StainEstimate` 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
 
 MIN_FOREGROUND_PX = 200  # fewer stained pixels than this: no stain can be estimated
 
@@ -159,6 +161,141 @@ def estimate_stain(
         n_fg / n,
         n,
     )
+
+
+def flatten_tint(
+    rgb: np.ndarray,
+    stain: StainEstimate,
+    *,
+    block_px: int,
+    tolerance_od: float = 0.05,
+    max_od: float = 0.5,
+    origin: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """Undo a local tint of the plasma: take each region's colour cast off its pixels.
+
+    One background per slide assumes one lamp and one stain bath. Where a region's plasma has
+    another colour than the slide's (uneven staining or illumination, or fields of several
+    sessions side by side), its optical density carries that tint everywhere: red cells take
+    another hue and reach the nucleus threshold. Here each pixel's own background is a grey
+    closing (per channel, a ``block_px`` square, on a grid of about 8 samples per block side):
+    it fills every dark object smaller than the block (red cells, a leukocyte) with the plasma
+    around it and keeps a sharp border between two tints. The part of that background's density
+    that is **off the red-cell hue** is removed from the pixels. The part along the red-cell hue
+    stays: where the closing meets only red cells (a clump wider than the block), its background
+    is pale red-cell stain, not a tint, and must not be bleached. Backgrounds darker than half
+    the slide's are left alone.
+
+    Args:
+        rgb: (H, W, 3) uint8.
+        stain: the slide's estimate (with foreground).
+        block_px: side of the closing, pixels: wider than a leukocyte.
+        tolerance_od: tints below this optical density are left alone (``rgb`` itself is
+            returned when there is no other).
+        max_od: tints are clipped to this optical density per channel.
+        origin: slide position (row, col) of ``rgb``'s first pixel: the sample grid is the
+            slide's, so a tile gives the same pixels as the whole slide.
+
+    Returns:
+        ``rgb`` itself when nothing is tinted beyond ``tolerance_od``, else a corrected copy.
+    """
+    background = np.maximum(np.asarray(stain.background_rgb, np.float32), 1.0)
+    unit = np.asarray(stain.red_cell_od, np.float32)
+    return _undo_local_background(
+        rgb,
+        background,
+        block_px=block_px,
+        hue=unit,
+        tolerance_od=tolerance_od,
+        max_od=max_od,
+        origin=origin,
+    )
+
+
+def even_out_backgrounds(
+    images: Sequence[np.ndarray],
+    *,
+    block_px: int,
+    background_quantile: float = 0.9,
+    tolerance_od: float = 0.05,
+    max_od: float = 0.5,
+) -> list[np.ndarray]:
+    """Sample windows with every region's plasma brought to the slide's background colour,
+    before the red-cell stain is estimated from them.
+
+    :func:`flatten_tint` needs the red-cell hue; estimating that hue needs windows whose tints
+    do not pass for stain (where a third of the windows are cast blue, their plasma is as dense
+    as red cells and the estimate takes the cast for the stain). So the windows are first
+    divided by their own local background (the same grey closing), all of its density, hue
+    included; only for the estimate, never for detection.
+
+    Args:
+        images: (h, w, 3) uint8 windows of one slide.
+        block_px: side of the closing, pixels.
+        background_quantile: brightness quantile of the slide's background (as
+            :func:`estimate_stain`).
+        tolerance_od: local backgrounds within this optical density of the slide's are kept.
+        max_od: corrections are clipped to this optical density per channel.
+
+    Returns:
+        The windows, each itself when it needed no correction.
+    """
+    if not images:
+        return []
+    pixels = np.concatenate([im.reshape(-1, 3) for im in images]).astype(np.float32)
+    if len(pixels) == 0:
+        return list(images)
+    brightness = pixels.sum(axis=1)
+    bright = pixels[brightness >= np.quantile(brightness, background_quantile)]
+    background = np.maximum(np.median(bright, axis=0), 1.0)
+    return [
+        _undo_local_background(
+            im, background, block_px=block_px, hue=None, tolerance_od=tolerance_od, max_od=max_od
+        )
+        for im in images
+    ]
+
+
+def _undo_local_background(
+    rgb: np.ndarray,
+    background: np.ndarray,
+    *,
+    block_px: int,
+    hue: np.ndarray | None,
+    tolerance_od: float,
+    max_od: float,
+    origin: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """Divide ``rgb`` by its local background (a grey closing) relative to ``background``; with
+    ``hue``, only the part of that density off the ``hue`` direction."""
+    height, width = rgb.shape[:2]
+    if height == 0 or width == 0:
+        return rgb
+    stride = max(round(block_px / 8), 1)
+    size = max(round(block_px / stride), 1)
+    first_row, first_col = -origin[0] % stride, -origin[1] % stride  # on the slide's grid
+    sample = rgb[first_row::stride, first_col::stride]
+    if sample.size == 0:
+        return rgb
+    local = ndi.grey_closing(sample, size=(size, size, 1), mode="nearest")
+    local = np.maximum(local.astype(np.float32), 1.0)  # (h, w, 3)
+    offset = np.log(background) - np.log(local)  # the local plasma's optical density
+    if hue is not None:
+        offset -= (offset @ hue)[..., None] * hue  # off that hue only
+    offset[local.sum(axis=2) < 0.5 * background.sum()] = 0.0  # not plasma: leave alone
+    np.clip(offset, -max_od, max_od, out=offset)
+    offset[np.abs(offset).max(axis=2) < tolerance_od] = 0.0  # evenly lit: exactly unchanged
+    if not offset.any():
+        return rgb
+    gain = np.exp(offset)  # I * exp(od offset) removes the offset from -log(I / I0)
+    # Each pixel takes the gain of its nearest sample.
+    rows = np.clip(np.round((np.arange(height) - first_row) / stride).astype(np.intp), 0,
+                   gain.shape[0] - 1)  # fmt: skip
+    cols = np.clip(np.round((np.arange(width) - first_col) / stride).astype(np.intp), 0,
+                   gain.shape[1] - 1)  # fmt: skip
+    gain = gain[rows[:, None], cols[None, :]]
+    out = rgb.astype(np.float32) * gain
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def nucleus_contrast(
