@@ -158,29 +158,28 @@ def detect_leukocytes(
     keep = (area_px > 0) & (area_um2 >= min_area_um2) & (area_um2 <= max_area_um2)
     if not keep.any():
         return CellTable.empty()
-    margin_px = round(cell_margin_um / mpp)
-    boxes = np.stack(
-        [
-            np.maximum(row0 - margin_px, 0),
-            np.maximum(col0 - margin_px, 0),
-            np.minimum(row1 + margin_px, height),
-            np.minimum(col1 + margin_px, width),
-        ],
-        axis=1,
-    )
+    boxes = _cell_boxes((row0, col0, row1, col1), round(cell_margin_um / mpp), (height, width))
     return CellTable(
         centre_row[keep], centre_col[keep], boxes[keep], area_um2[keep], score[keep]
     ).sorted()
 
 
+def _cell_boxes(
+    nucleus_boxes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    margin_px: int,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """(N, 4) int64 whole-cell boxes: the nucleus boxes grown by ``margin_px``, inside ``shape``."""
+    row0, col0, row1, col1 = nucleus_boxes
+    lower = np.maximum(np.stack([row0, col0], axis=1) - margin_px, 0)
+    upper = np.minimum(np.stack([row1, col1], axis=1) + margin_px, np.asarray(shape, np.int64))
+    return np.concatenate([lower, upper], axis=1).astype(np.int64)
+
+
 def _check_options(
-    rgb: np.ndarray,
-    mpp: float,
-    min_area_um2: float,
-    max_area_um2: float,
-    nucleus_threshold: float,
-    seed_threshold: float,
-) -> None:
+    rgb: np.ndarray, mpp: float, min_area_um2: float, max_area_um2: float,
+    nucleus_threshold: float, seed_threshold: float,
+) -> None:  # fmt: skip
     """Raise ``ValueError`` for an image or option :func:`detect_leukocytes` cannot use."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
