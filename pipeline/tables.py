@@ -10,6 +10,7 @@ interrupted run never leaves a partial table under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import time
@@ -127,18 +128,18 @@ def detect_slides(
         UsageError, OutputError: bad output paths.
     """
     paths = table_paths(slides, out)
-    for slide_path in slides:  # fail fast on bad input, before any work
-        Slide.open(Path(slide_path), mpp=config.slide.mpp or None).close()
     summaries = []
-    for slide_path, table_path in zip(slides, paths, strict=True):
-        start = time.perf_counter()
-        with Slide.open(Path(slide_path), mpp=config.slide.mpp or None) as slide:
+    with contextlib.ExitStack() as stack:
+        opened = [  # fail fast on bad input, before any work
+            stack.enter_context(Slide.open(Path(p), mpp=config.slide.mpp or None)) for p in slides
+        ]
+        for slide_path, slide, table_path in zip(slides, opened, paths, strict=True):
+            start = time.perf_counter()
             cells, stain = detect_slide(slide, config.detect, progress=progress)
             columns = number_cells(table_columns(cells, mpp=slide.mpp), config.inference.batch_size)
-        write_table(table_path, flat_columns(columns))
-        summaries.append(
-            DetectSummary(
-                Path(slide_path), table_path, len(cells), stain, time.perf_counter() - start
+            write_table(table_path, flat_columns(columns))
+            seconds = time.perf_counter() - start
+            summaries.append(
+                DetectSummary(Path(slide_path), table_path, len(cells), stain, seconds)
             )
-        )
     return summaries
