@@ -80,7 +80,7 @@ def run_cmd(
     mpp: MppOption = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(min=1, help="Cells per SR task and per Zarr chunk (inference.batch_size)."),
+        typer.Option(help="Cells per SR task and per Zarr chunk, >= 1 (inference.batch_size)."),
     ] = None,
     workers: Annotated[
         int | None,

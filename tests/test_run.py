@@ -463,6 +463,20 @@ def test_bad_scale_not_offered(svs_slide, models, capsys) -> None:
     assert error_line(capsys) == "leukoscreen: error: --scale: expected one of 4, 8, found int 3"
 
 
+def test_bad_batch_size_is_refused_where_it_enters(svs_slide, models, tmp_path, capsys) -> None:
+    out = tmp_path / "a.leukoscreen.zarr"
+    assert main(["run", str(svs_slide.path), "--batch-size", "0", "--out", str(out),
+                 "--config", str(models["x8.toml"])]) == 2  # fmt: skip
+    assert error_line(capsys) == "leukoscreen: error: --batch-size: expected >= 1, found 0"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[inference]\nbatch_size = -3\n")
+    assert main(["run", str(svs_slide.path), "--out", str(out), "--config", str(bad)]) == 2
+    assert error_line(capsys) == (
+        f"leukoscreen: error: {bad}: key 'inference.batch_size': expected >= 1, found -3"
+    )
+    assert not out.exists()
+
+
 def test_bad_existing_output(svs_slide, models, reference, capsys) -> None:
     before = (reference / "zarr.json").read_bytes()
     status = main(["run", str(svs_slide.path), "--out", str(reference),
