@@ -206,8 +206,12 @@ def evaluate(
     return result
 
 
-PRIOR_MODULES = ("prior", "condition", "parsing_head")
-"""Sub-modules that make the parsing map (GP: the U-Net; GP-SFT: U-Net, condition, head)."""
+PRIOR_MODULES = ("prior", "condition", "parsing_head", "refiner")
+"""Sub-modules that make the parsing map (GP: the U-Net; GP-SFT: U-Net, condition, head,
+refiner)."""
+
+PARSING_MODULES = ("parsing_head", "refiner")
+"""Sub-modules that make only the parsing map and never feed the SR image (GP-SFT)."""
 
 
 def freeze_prior(model: nn.Module) -> None:
@@ -234,6 +238,11 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.scale not in SCALES:
         raise UsageError(
             f"--scale: expected one of {', '.join(map(str, SCALES))}, got {cfg.scale!r}"
+        )
+    if cfg.parsing_only and (cfg.arch != "gpsft" or not cfg.init):
+        raise UsageError(
+            f"parsing_only trains GP-SFT's parsing modules from --init weights, got arch "
+            f"{cfg.arch!r}, init {cfg.init!r}"
         )
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.mask_repeat < 1:
         raise UsageError(
@@ -303,6 +312,10 @@ def train(
         )
     masked = [s for s in parts["train"] if s.labels is not None]
     shown = parts["train"] + masked * (cfg.mask_repeat - 1)
+    if cfg.parsing_only:
+        if not masked:
+            raise DataError(f"{where}: parsing_only needs images with parsing masks, found none")
+        shown = masked * cfg.mask_repeat
     train_set = SRDataset(shown, scale=cfg.scale, hr_size_px=cfg.hr_size_px)
     val_set = SRDataset(parts["val"], scale=cfg.scale, hr_size_px=cfg.hr_size_px)
 
@@ -317,11 +330,17 @@ def train(
         model.load_state_dict(initial.model.state_dict())
         if cfg.arch in PRIOR_ARCHS and no_masks:
             freeze_prior(model)  # no masks to keep it honest: the parsing map stays as trained
+        if cfg.parsing_only:  # the SR image stays exactly as initialised
+            model.requires_grad_(False)
+            for name in PARSING_MODULES:
+                module = getattr(model, name, None)
+                if isinstance(module, nn.Module):
+                    module.requires_grad_(True)
     model = channels_last(model.to(dev))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=cfg.lr, betas=(0.9, 0.999))
     history: list[dict[str, float]] = []
-    start_epoch, best_psnr = 0, -math.inf
+    start_epoch, best_score = 0, -math.inf
     if resume and last_path.exists():
         state = torch.load(last_path, map_location=dev, weights_only=True)
         saved = {**asdict(TrainConfig()), **state["config"]}  # fields added later: defaults
@@ -333,7 +352,7 @@ def train(
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history, best_psnr = (
+        start_epoch, history, best_score = (
             int(state["epoch"]),
             list(state["history"]),
             float(state["best_psnr"]),
@@ -399,8 +418,9 @@ def train(
                 f"val PSNR {scores['psnr']:.3f} dB"
                 + (f", val mIoU {scores['miou']:.3f}" if "miou" in scores else "")
             )
-        if scores["psnr"] > best_psnr:
-            best_psnr = scores["psnr"]
+        best_key = "miou" if cfg.parsing_only else "psnr"
+        if scores[best_key] > best_score:
+            best_score = scores[best_key]
             save_weights(
                 model,
                 best_path,
@@ -419,7 +439,7 @@ def train(
             "config": asdict(cfg),
             "arch_kwargs": arch_kwargs,
             "history": history,
-            "best_psnr": best_psnr,
+            "best_psnr": best_score,  # the key predates parsing_only (then: mIoU)
         }
         tmp = last_path.with_name("last.pt.tmp")
         torch.save(state, tmp)
