@@ -82,6 +82,10 @@ class TrainConfig:
         colour_augment: recolour each training image in optical-density space (stain amount
             and hue, lamp tint, brightness; ``leukoscreen.model.data.colour_augment``) and
             degrade it again, so the network meets other labs' colours.
+        parsing_only: train only the parsing map's HR modules (a prior network's
+            :data:`~leukoscreen.model.train.PARSING_MODULES`) from ``init``, on the images that
+            have masks; the SR path is frozen, so the SR image stays exactly as initialised, and
+            the best epoch is the one with the best validation mIoU.
     """
 
     arch: Arch = "gp"
@@ -100,6 +104,7 @@ class TrainConfig:
     colour_augment: bool = False
     mask_repeat: int = 1
     init: str = ""
+    parsing_only: bool = False
 
     def __post_init__(self) -> None:
         _check_at_least(self, 1, ("epochs", "batch_size", "mask_repeat"))

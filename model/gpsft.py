@@ -24,11 +24,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from leukoscreen.model.blocks import LEAKY_SLOPE, ConvLReLU, conv3x3, zero_init_
+from leukoscreen.model.blocks import LEAKY_SLOPE, ConvLReLU, conv3x3, he_init_, zero_init_
 from leukoscreen.model.imresize import resize_matrix
-from leukoscreen.model.unet import PriorUNet
+from leukoscreen.model.unet import PriorUNet, double_conv
 
 
 class BicubicUp(nn.Module):
@@ -100,6 +101,59 @@ class SubPixelHead(nn.Module):
         return self.out(self.act(self.shuffle(self.expand(x))))
 
 
+class ParsingRefiner(nn.Module):
+    """Draws the parsing map's boundaries at HR: a decoder from the prior's LR features up to HR,
+    one x2 step at a time, each step merging the bicubic-upsampled Y, Cb, Cr at that step's size
+    (U-Net's up-path, with the image in place of the down-path's skips). Its output corrects the
+    sub-pixel head's coarse logits; the last convolution starts at zero, so an untrained refiner
+    changes nothing.
+
+    The coarse map comes from the LR prior (28 x 28 px for a 224 px cell at x8); the paper's GP
+    draws its boundaries with a U-Net at HR. The refiner never feeds the SR trunk, so training it
+    leaves the SR image unchanged.
+
+    Args:
+        condition_features: channels of the prior's LR features.
+        scale: SR factor, a power of two: ``log2(scale)`` x2 steps.
+        widths: channels per step, HR step first; the first ``log2(scale)`` are used.
+
+    Shapes: condition (N, K, h, w), image (N, 3, h*s, w*s), logits (N, 3, h*s, w*s) ->
+        (N, 3, h*s, w*s).
+    """
+
+    def __init__(
+        self, condition_features: int, scale: int, widths: tuple[int, ...] = (16, 32, 48)
+    ) -> None:
+        super().__init__()
+        steps = round(math.log2(scale))
+        if 2**steps != scale or len(widths) < steps:
+            raise ValueError(
+                f"the refiner needs a power-of-two scale and one width per x2 step, got scale "
+                f"{scale!r}, widths {widths!r}"
+            )
+        self.ups = nn.ModuleList()
+        self.merges = nn.ModuleList()
+        previous = condition_features
+        for width in reversed(widths[:steps]):  # coarse to fine
+            self.ups.append(nn.ConvTranspose2d(previous, width, kernel_size=2, stride=2))
+            self.merges.append(double_conv(width + 3, width))
+            previous = width
+        self.head = nn.Conv2d(previous, 3, kernel_size=1)
+        he_init_(self)
+        zero_init_(self.head)
+
+    def forward(
+        self, condition: torch.Tensor, image: torch.Tensor, logits: torch.Tensor
+    ) -> torch.Tensor:
+        features = condition
+        for step, (up, merge) in enumerate(zip(self.ups, self.merges, strict=True)):
+            features = up(features)
+            factor = 2 ** (len(self.ups) - 1 - step)
+            level = F.avg_pool2d(image, factor) if factor > 1 else image
+            features = merge(torch.cat([features, level.to(features.dtype)], dim=1))
+        return logits + self.head(features)
+
+
 class GeometryPriorSFT(nn.Module):
     """GP-SFT: LR residual trunk conditioned on a parsing prior by spatial feature transform.
 
@@ -110,6 +164,9 @@ class GeometryPriorSFT(nn.Module):
         unet_widths: channel widths of the LR prior U-Net.
         condition_features: channels of the prior's features that drive SFT and the parsing map.
         head_width: HR channels of the sub-pixel heads.
+        refine_widths: channels per x2 step of the HR :class:`ParsingRefiner` (e.g.
+            ``(16, 32, 48)``); empty (the default, as the shipped weights were trained) for the
+            coarse sub-pixel map alone.
 
     Shapes: x (N, 3, h, w) LR Y, Cb, Cr in [0, 1] -> (sr (N, 1, h*s, w*s), parsing logits
         (N, 3, h*s, w*s) in the order nucleus, cytoplasm, background).
@@ -127,6 +184,7 @@ class GeometryPriorSFT(nn.Module):
         unet_widths: tuple[int, ...] = (32, 64, 128),
         condition_features: int = 64,
         head_width: int = 16,
+        refine_widths: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         if scale < 2 or num_features < 1 or num_blocks < 1:
@@ -141,6 +199,11 @@ class GeometryPriorSFT(nn.Module):
             nn.LeakyReLU(LEAKY_SLOPE), ConvLReLU(condition_features, condition_features)
         )
         self.parsing_head = SubPixelHead(condition_features, 3, scale, head_width)
+        self.refiner = (
+            ParsingRefiner(condition_features, scale, tuple(refine_widths))
+            if refine_widths
+            else None
+        )
         self.extract = conv3x3(1, num_features)
         self.blocks = nn.ModuleList(
             SFTResidualBlock(num_features, condition_features) for _ in range(num_blocks)
@@ -152,7 +215,9 @@ class GeometryPriorSFT(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = x[:, :1]  # (N, 1, h, w) LR luminance
         condition = self.condition(self.prior(x))  # (N, K, h, w)
-        logits = self.parsing_head(condition)  # (N, 3, H, W)
+        logits = self.parsing_head(condition)  # (N, 3, H, W), blocky at x8
+        if self.refiner is not None:
+            logits = self.refiner(condition, self.upsample(x), logits)
         shallow = self.extract(y)
         features = shallow
         for block in self.blocks:

@@ -165,8 +165,12 @@ def evaluate(
     return result
 
 
-PRIOR_MODULES = ("prior", "condition", "parsing_head")
-"""Sub-modules that make the parsing map (GP: the U-Net; GP-SFT: U-Net, condition, head)."""
+PRIOR_MODULES = ("prior", "condition", "parsing_head", "refiner")
+"""Sub-modules that make the parsing map (GP: the U-Net; GP-SFT: U-Net, condition, head,
+refiner)."""
+
+PARSING_MODULES = ("parsing_head", "refiner")
+"""Sub-modules that make only the parsing map and never feed the SR image (GP-SFT)."""
 
 
 def freeze_prior(model: nn.Module) -> None:
@@ -185,6 +189,19 @@ class TrainResult:
     epochs_done: int
     history: list[dict[str, float]]
     best_weights: Path
+
+
+def _check_parsing_only(cfg: TrainConfig) -> None:
+    """``parsing_only`` needs GP-SFT weights to start from (the one check across fields).
+
+    Raises:
+        UsageError: ``parsing_only`` with another arch or without ``init``.
+    """
+    if cfg.parsing_only and (cfg.arch != "gpsft" or not cfg.init):
+        raise UsageError(
+            f"parsing_only trains GP-SFT's parsing modules from --init weights, got arch "
+            f"{cfg.arch!r}, init {cfg.init!r}"
+        )
 
 
 def _batches(dataset: SRDataset, cfg: TrainConfig, epoch: int) -> Iterator[list[int]]:
@@ -211,6 +228,10 @@ def _datasets(cfg: TrainConfig, data: Path | Sequence[Path]) -> tuple[SRDataset,
         )
     masked = [s for s in parts["train"] if s.labels is not None]
     shown = parts["train"] + masked * (cfg.mask_repeat - 1)
+    if cfg.parsing_only:
+        if not masked:
+            raise DataError(f"{where}: parsing_only needs images with parsing masks, found none")
+        shown = masked * cfg.mask_repeat
     train_set = SRDataset(shown, scale=cfg.scale, hr_size_px=cfg.hr_size_px)
     val_set = SRDataset(parts["val"], scale=cfg.scale, hr_size_px=cfg.hr_size_px)
 
@@ -234,6 +255,12 @@ def _build_model(cfg: TrainConfig, arch_kwargs: dict[str, Any], no_masks: bool) 
         model.load_state_dict(initial.model.state_dict())
         if cfg.arch in PRIOR_ARCHS and no_masks:
             freeze_prior(model)  # no masks to keep it honest: the parsing map stays as trained
+        if cfg.parsing_only:  # the SR image stays exactly as initialised
+            model.requires_grad_(False)
+            for name in PARSING_MODULES:
+                module = getattr(model, name, None)
+                if isinstance(module, nn.Module):
+                    module.requires_grad_(True)
     return model
 
 
@@ -320,7 +347,7 @@ def _save_last(
     cfg: TrainConfig,
     arch_kwargs: dict[str, Any],
     history: list[dict[str, float]],
-    best_psnr: float,
+    best_score: float,
     epochs_done: int,
 ) -> None:
     """Write ``last.pt``: the full state after ``epochs_done`` epochs, for an exact resume."""
@@ -332,7 +359,7 @@ def _save_last(
         "config": asdict(cfg),
         "arch_kwargs": arch_kwargs,
         "history": history,
-        "best_psnr": best_psnr,
+        "best_psnr": best_score,  # the key predates parsing_only (then: mIoU)
     }
     tmp = last_path.with_name("last.pt.tmp")
     torch.save(state, tmp)
@@ -367,6 +394,7 @@ def train(
     Raises:
         UsageError, DataError, CheckpointError: bad arguments, data or checkpoint.
     """
+    _check_parsing_only(cfg)
     arch_kwargs = dict(arch_kwargs or {})
     run_dir = Path(run_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
@@ -386,9 +414,9 @@ def train(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=cfg.lr, betas=(0.9, 0.999))
     history: list[dict[str, float]] = []
-    start_epoch, best_psnr = 0, -math.inf
+    start_epoch, best_score = 0, -math.inf
     if resume and last_path.exists():
-        start_epoch, history, best_psnr = _resume(last_path, cfg, arch_kwargs, model, optimizer)
+        start_epoch, history, best_score = _resume(last_path, cfg, arch_kwargs, model, optimizer)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     model.train()
@@ -415,8 +443,9 @@ def train(
                 f"val PSNR {scores['psnr']:.3f} dB"
                 + (f", val mIoU {scores['miou']:.3f}" if "miou" in scores else "")
             )
-        if scores["psnr"] > best_psnr:
-            best_psnr = scores["psnr"]
+        best_key = "miou" if cfg.parsing_only else "psnr"
+        if scores[best_key] > best_score:
+            best_score = scores[best_key]
             save_weights(
                 model,
                 best_path,
@@ -427,7 +456,7 @@ def train(
                 metrics=record,
                 dtype=torch.float32,
             )
-        _save_last(last_path, model, optimizer, cfg, arch_kwargs, history, best_psnr, epoch + 1)
+        _save_last(last_path, model, optimizer, cfg, arch_kwargs, history, best_score, epoch + 1)
     return TrainResult(
         run_dir=run_dir, epochs_done=len(history), history=history, best_weights=best_path
     )

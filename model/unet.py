@@ -23,7 +23,7 @@ from leukoscreen.model.blocks import he_init_
 PRIOR_CLASSES = ("nucleus", "cytoplasm", "background")  # channel order of the parsing map
 
 
-def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1),
         nn.ReLU(inplace=True),
@@ -64,13 +64,13 @@ class PriorUNet(nn.Module):
         self.down = nn.ModuleList()
         previous = in_channels
         for width in widths:
-            self.down.append(_double_conv(previous, width))
+            self.down.append(double_conv(previous, width))
             previous = width
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
         for deep, shallow in zip(widths[:0:-1], widths[-2::-1], strict=True):
             self.up.append(nn.ConvTranspose2d(deep, shallow, kernel_size=2, stride=2))
-            self.merge.append(_double_conv(2 * shallow, shallow))
+            self.merge.append(double_conv(2 * shallow, shallow))
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
         if init == "he":
             he_init_(self)

@@ -112,6 +112,15 @@ TrainInit = Annotated[
         show_default=False,
     ),
 ]
+TrainParsingOnly = Annotated[
+    bool,
+    typer.Option(
+        "--parsing-only",
+        help="With --init on GP-SFT weights: train only the parsing map's HR modules on the "
+        "images with masks; the SR image stays exactly as in the --init weights and best.pt "
+        "is the epoch with the best validation mIoU.",
+    ),
+]
 TrainDevice = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu or cuda.")]
 TrainResume = Annotated[
     bool,
@@ -187,6 +196,7 @@ def train_cmd(
     mask_repeat: TrainMaskRepeat = None,
     lr_halve_every: TrainLrHalveEvery = None,
     init: TrainInit = None,
+    parsing_only: TrainParsingOnly = False,
     device: TrainDevice = "auto",
     resume: TrainResume = False,
     config: ConfigOption = None,
@@ -220,6 +230,7 @@ def train_cmd(
             "--colour-augment": ("train.colour_augment", colour_augment),
             "--mask-repeat": ("train.mask_repeat", mask_repeat),
             "--lr-halve-every": ("train.lr_halve_every_epochs", lr_halve_every),
+            "--parsing-only": ("train.parsing_only", parsing_only or None),
         },
     ).train
     run_dir = out if out is not None else Path("runs") / f"{cfg.arch}_x{cfg.scale}"
@@ -231,7 +242,8 @@ def train_cmd(
         device=device,
         arch_kwargs=design_kwargs(cfg.arch) if arch_kwargs is None else arch_kwargs,
     )
-    best = max(result.history, key=lambda record: record["val_psnr"], default=None)
+    best_key = "val_miou" if cfg.parsing_only else "val_psnr"
+    best = max(result.history, key=lambda record: record[best_key], default=None)
     summary = f"{cfg.arch} x{cfg.scale}: {result.epochs_done}/{cfg.epochs} epochs in {run_dir}"
     if best is not None:
         summary += f"; best val PSNR {best['val_psnr']:.3f} dB at epoch {int(best['epoch'])}"

@@ -43,7 +43,6 @@ from leukoscreen.pipeline.config import DetectConfig
 from leukoscreen.pipeline.stain import (
     StainEstimate,
     estimate_stain,
-    even_out_backgrounds,
     flatten_tint,
     nucleus_contrast,
 )
@@ -110,8 +109,7 @@ def detect_leukocytes(
         return CellTable.empty()
     tint_block_px = round(tint_block_um / mpp) if tint_block_um > 0 else 0
     if stain is None:
-        evened = even_out_backgrounds([rgb], block_px=tint_block_px)[0] if tint_block_px else rgb
-        stain = estimate_stain(evened)
+        stain = estimate_stain(rgb)
     if not stain.has_foreground:
         return CellTable.empty()
 
@@ -406,15 +404,11 @@ def estimate_slide_stain(
     *,
     sample_windows: int,
     window_px: int,
-    tint_block_px: int = 0,
 ) -> StainEstimate:
     """Estimate the slide's stain from windows spread over its planned (non-glass) tiles.
 
     The windows (:func:`stain_windows`) are read at level 0, the resolution detection runs at
-    (a lower level would blur red cells into the plasma). With ``tint_block_px``, each window's
-    local plasma tint is evened out first
-    (:func:`~leukoscreen.pipeline.stain.even_out_backgrounds`), so that a tinted region's
-    plasma is not taken for red-cell stain.
+    (a lower level would blur red cells into the plasma).
 
     Returns:
         The estimate over all sampled pixels (no foreground when ``tiles`` is empty).
@@ -422,10 +416,8 @@ def estimate_slide_stain(
     windows = stain_windows(tiles, sample_windows=sample_windows, window_px=window_px)
     if not windows:
         return estimate_stain(np.zeros((0, 3), np.uint8))
-    images = [slide.read_region(*window) for window in windows]
-    if tint_block_px:
-        images = even_out_backgrounds(images, block_px=tint_block_px)
-    return estimate_stain(np.concatenate([im.reshape(-1, 3) for im in images]))
+    pixels = [slide.read_region(*window).reshape(-1, 3) for window in windows]
+    return estimate_stain(np.concatenate(pixels))
 
 
 def detect_tile(slide: Slide, tile: Tile, cfg: DetectConfig, stain: StainEstimate) -> CellTable:
@@ -468,7 +460,6 @@ def plan_detection(slide: Slide, cfg: DetectConfig) -> tuple[list[Tile], StainEs
         tiles,
         sample_windows=cfg.stain_sample_windows,
         window_px=cfg.stain_window_px,
-        tint_block_px=round(cfg.tint_block_um / slide.mpp) if cfg.tint_block_um > 0 else 0,
     )
     return tiles, stain
 

@@ -31,7 +31,6 @@ A slide without stained foreground (blank glass) gives a :class:`StainEstimate` 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -168,7 +167,7 @@ def flatten_tint(
     stain: StainEstimate,
     *,
     block_px: int,
-    tolerance_od: float = 0.05,
+    tolerance_od: float = 0.15,
     max_od: float = 0.5,
     origin: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
@@ -212,62 +211,18 @@ def flatten_tint(
     )
 
 
-def even_out_backgrounds(
-    images: Sequence[np.ndarray],
-    *,
-    block_px: int,
-    background_quantile: float = 0.9,
-    tolerance_od: float = 0.05,
-    max_od: float = 0.5,
-) -> list[np.ndarray]:
-    """Sample windows with every region's plasma brought to the slide's background colour,
-    before the red-cell stain is estimated from them.
-
-    :func:`flatten_tint` needs the red-cell hue; estimating that hue needs windows whose tints
-    do not pass for stain (where a third of the windows are cast blue, their plasma is as dense
-    as red cells and the estimate takes the cast for the stain). So the windows are first
-    divided by their own local background (the same grey closing), all of its density, hue
-    included; only for the estimate, never for detection.
-
-    Args:
-        images: (h, w, 3) uint8 windows of one slide.
-        block_px: side of the closing, pixels.
-        background_quantile: brightness quantile of the slide's background (as
-            :func:`estimate_stain`).
-        tolerance_od: local backgrounds within this optical density of the slide's are kept.
-        max_od: corrections are clipped to this optical density per channel.
-
-    Returns:
-        The windows, each itself when it needed no correction.
-    """
-    if not images:
-        return []
-    pixels = np.concatenate([im.reshape(-1, 3) for im in images]).astype(np.float32)
-    if len(pixels) == 0:
-        return list(images)
-    brightness = pixels.sum(axis=1)
-    bright = pixels[brightness >= np.quantile(brightness, background_quantile)]
-    background = np.maximum(np.median(bright, axis=0), 1.0)
-    return [
-        _undo_local_background(
-            im, background, block_px=block_px, hue=None, tolerance_od=tolerance_od, max_od=max_od
-        )
-        for im in images
-    ]
-
-
 def _undo_local_background(
     rgb: np.ndarray,
     background: np.ndarray,
     *,
     block_px: int,
-    hue: np.ndarray | None,
+    hue: np.ndarray,
     tolerance_od: float,
     max_od: float,
     origin: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
-    """Divide ``rgb`` by its local background (a grey closing) relative to ``background``; with
-    ``hue``, only the part of that density off the ``hue`` direction."""
+    """Divide ``rgb`` by the part of its local background (a grey closing) that lies, relative
+    to ``background``, off the ``hue`` direction in optical density."""
     height, width = rgb.shape[:2]
     if height == 0 or width == 0:
         return rgb
@@ -280,22 +235,24 @@ def _undo_local_background(
     local = ndi.grey_closing(sample, size=(size, size, 1), mode="nearest")
     local = np.maximum(local.astype(np.float32), 1.0)  # (h, w, 3)
     offset = np.log(background) - np.log(local)  # the local plasma's optical density
-    if hue is not None:
-        offset -= (offset @ hue)[..., None] * hue  # off that hue only
+    offset -= (offset @ hue)[..., None] * hue  # off that hue only
     offset[local.sum(axis=2) < 0.5 * background.sum()] = 0.0  # not plasma: leave alone
     np.clip(offset, -max_od, max_od, out=offset)
     offset[np.abs(offset).max(axis=2) < tolerance_od] = 0.0  # evenly lit: exactly unchanged
     if not offset.any():
         return rgb
     gain = np.exp(offset)  # I * exp(od offset) removes the offset from -log(I / I0)
-    # Each pixel takes the gain of its nearest sample.
+    # Each pixel takes the gain of its nearest sample; only the rows near a tinted sample change.
     rows = np.clip(np.round((np.arange(height) - first_row) / stride).astype(np.intp), 0,
                    gain.shape[0] - 1)  # fmt: skip
     cols = np.clip(np.round((np.arange(width) - first_col) / stride).astype(np.intp), 0,
                    gain.shape[1] - 1)  # fmt: skip
-    gain = gain[rows[:, None], cols[None, :]]
-    out = rgb.astype(np.float32) * gain
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    tinted = np.flatnonzero(offset.any(axis=(1, 2))[rows])
+    band = slice(int(tinted[0]), int(tinted[-1]) + 1)
+    out = rgb.copy()
+    part = rgb[band].astype(np.float32) * gain[rows[band][:, None], cols[None, :]]
+    out[band] = np.clip(part + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def nucleus_contrast(

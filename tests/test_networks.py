@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -301,3 +302,29 @@ def test_srresnet_with_a_global_residual_starts_at_bicubic() -> None:
     with torch.no_grad():
         far = plain.eval()(lr)[0][0, 0].numpy()
     assert np.abs(far - expected).mean() > 0.05  # the original starts from a random image
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_an_untrained_parsing_refiner_changes_nothing(scale: int) -> None:
+    """GP-SFT with and without the HR refiner, the shared weights equal: the same SR image and
+    the same logits (the refiner's last convolution starts at zero); training then moves it."""
+    torch.manual_seed(0)
+    kwargs = dict(TINY["gpsft"])
+    plain = build_network("gpsft", scale=scale, **kwargs).eval()
+    refined = build_network("gpsft", scale=scale, refine_widths=(4, 4, 4), **kwargs).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("refiner.") for k in missing)
+    x = torch.rand(2, 3, 6, 5)
+    with torch.no_grad():
+        sr_plain, logits_plain = plain(x)
+        sr_refined, logits_refined = refined(x)
+    assert logits_refined.shape == (2, 3, 6 * scale, 5 * scale)
+    torch.testing.assert_close(sr_refined, sr_plain)
+    torch.testing.assert_close(logits_refined, logits_plain)
+    assert len(refined.refiner.ups) == round(math.log2(scale))
+
+
+@pytest.mark.parametrize("scale, widths", [(3, (4, 4)), (8, (4, 4))])
+def test_parsing_refiner_needs_a_power_of_two_and_a_width_per_step(scale, widths) -> None:
+    with pytest.raises(ValueError, match="power-of-two scale"):
+        build_network("gpsft", scale=scale, refine_widths=widths, **TINY["gpsft"])

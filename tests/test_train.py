@@ -474,3 +474,51 @@ def test_fine_tuning_resumes_bit_identically(
 def test_init_of_another_arch_is_refused(tmp_path: Path, cells: Path, sft_start: Path) -> None:
     with pytest.raises(UsageError, match=r"^--init .*: holds gpsft .*expected gp "):
         _train(replace(CFG, init=str(sft_start)), cells, tmp_path / "run")
+
+
+TINY_GPSFT: dict[str, Any] = {
+    "num_features": 4,
+    "num_blocks": 1,
+    "unet_widths": (4, 8),
+    "condition_features": 4,
+    "refine_widths": (4, 4),
+}
+
+
+def test_parsing_only_trains_the_parsing_modules_and_keeps_the_sr_image(
+    cells: Path, tmp_path: Path
+) -> None:
+    """From GP-SFT weights with a refiner: only the parsing head and the refiner change, so the
+    SR image and its validation PSNR stay exactly as initialised; best.pt follows the mIoU."""
+    base = replace(CFG, arch="gpsft", epochs=1)
+    first = train(
+        base,
+        data=cells,
+        run_dir=tmp_path / "base",
+        arch_kwargs=TINY_GPSFT,
+        device="cpu",
+        progress=False,
+    )
+    initial = load_weights(first.best_weights).model.state_dict()
+    cfg = replace(base, epochs=3, lr=1e-2, init=str(first.best_weights), parsing_only=True)
+    result = train(
+        cfg,
+        data=cells,
+        run_dir=tmp_path / "parsing",
+        arch_kwargs=TINY_GPSFT,
+        device="cpu",
+        progress=False,
+    )
+    state = torch.load(tmp_path / "parsing" / "last.pt", weights_only=True)["model"]
+    moved = {name for name in initial if not torch.equal(initial[name], state[name].float())}
+    assert moved and all(name.startswith(("parsing_head.", "refiner.")) for name in moved)
+    assert any(name.startswith("refiner.") for name in moved)
+    psnrs = {record["val_psnr"] for record in result.history}
+    assert psnrs == {first.history[0]["val_psnr"]}
+    best = max(result.history, key=lambda record: record["val_miou"])
+    assert load_weights(result.best_weights).meta["metrics"]["epoch"] == best["epoch"]
+
+
+def test_parsing_only_needs_gpsft_weights(cells: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="parsing_only"):
+        _train(replace(CFG, parsing_only=True), cells, tmp_path)

@@ -1,0 +1,52 @@
+"""Carry GP-SFT weights trained without the HR parsing refiner into the current network.
+
+The first shipped GP-SFT weights predate :class:`leukoscreen.model.gpsft.ParsingRefiner`. This
+script loads them into today's GP-SFT (refiner included, its last convolution at zero, so the
+network computes exactly what the old weights did) and saves a weights file that
+``leukoscreen train --init FILE --parsing-only`` can start from. Run from the project root:
+
+    python tools/add_parsing_refiner.py --scale 8 --old OLD.pt --out runs/gpsft_x8_refiner_init.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from leukoscreen.model.checkpoint import save_weights
+from leukoscreen.model.networks import build_network
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, required=True)
+    parser.add_argument("--old", type=Path, required=True, help="GP-SFT weights without refiner")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--widths", type=int, nargs="+", default=[16, 32, 48], help="refiner channels per x2 step"
+    )
+    args = parser.parse_args()
+    state = torch.load(args.old, map_location="cpu", weights_only=True)
+    arch_kwargs = {"refine_widths": tuple(args.widths)}
+    model = build_network("gpsft", scale=args.scale, **arch_kwargs)
+    missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
+    if unexpected or any(not key.startswith("refiner.") for key in missing):
+        raise SystemExit(f"{args.old}: not GP-SFT weights without a refiner ({unexpected})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(
+        model,
+        args.out,
+        arch="gpsft",
+        scale=args.scale,
+        arch_kwargs=arch_kwargs,
+        config=state.get("config", {}),
+        metrics=state.get("metrics", {}),
+        dtype=torch.float32,
+    )
+    print(f"{args.out}: {len(missing)} refiner tensors added at their initial values")
+
+
+if __name__ == "__main__":
+    main()
