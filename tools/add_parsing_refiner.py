@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from leukoscreen.model.checkpoint import load_weights, save_weights
+from leukoscreen.model.checkpoint import save_weights
 from leukoscreen.model.networks import build_network
 
 
