@@ -177,7 +177,7 @@ def flatten_tint(
     another colour than the slide's (uneven staining or illumination, or fields of several
     sessions side by side), its optical density carries that tint everywhere: red cells take
     another hue and reach the nucleus threshold. Here each pixel's own background is a grey
-    closing (per channel, a ``block_px`` square, on a grid of about 8 samples per block side):
+    closing (per channel, a ``block_px`` square, on a grid of about 4 samples per block side):
     it fills every dark object smaller than the block (red cells, a leukocyte) with the plasma
     around it and keeps a sharp border between two tints. The part of that background's density
     that is **off the red-cell hue** is removed from the pixels. The part along the red-cell hue
@@ -224,31 +224,37 @@ def _undo_local_background(
     """Divide ``rgb`` by the part of its local background (a grey closing) that lies, relative
     to ``background``, off the ``hue`` direction in optical density."""
     height, width = rgb.shape[:2]
-    if height == 0 or width == 0:
-        return rgb
-    stride = max(round(block_px / 8), 1)
+    stride = max(round(block_px / 4), 1)  # about 4 samples per block side
     size = max(round(block_px / stride), 1)
     first_row, first_col = -origin[0] % stride, -origin[1] % stride  # on the slide's grid
     sample = rgb[first_row::stride, first_col::stride]
     if sample.size == 0:
         return rgb
-    local = ndi.grey_closing(sample, size=(size, size, 1), mode="nearest")
-    local = np.maximum(local.astype(np.float32), 1.0)  # (h, w, 3)
-    offset = np.log(background) - np.log(local)  # the local plasma's optical density
-    offset -= (offset @ hue)[..., None] * hue  # off that hue only
-    offset[local.sum(axis=2) < 0.5 * background.sum()] = 0.0  # not plasma: leave alone
-    np.clip(offset, -max_od, max_od, out=offset)
-    offset[np.abs(offset).max(axis=2) < tolerance_od] = 0.0  # evenly lit: exactly unchanged
-    if not offset.any():
+    # Per channel (h, w) planes: reductions over a last axis of 3 are slow in numpy.
+    local = [ndi.grey_closing(sample[..., c], size=(size, size), mode="nearest") for c in range(3)]
+    log_level = np.log(np.maximum(np.arange(256, dtype=np.float32), 1.0))
+    offset = [np.log(background[c]) - log_level[local[c]] for c in range(3)]  # plasma OD
+    along = offset[0] * hue[0] + offset[1] * hue[1] + offset[2] * hue[2]
+    plasma = local[0].astype(np.uint16) + local[1] + local[2] >= 0.5 * float(
+        background.sum()
+    )  # darker: not plasma, leave alone
+    tinted = np.zeros(plasma.shape, dtype=bool)
+    for c in range(3):
+        offset[c] -= along * hue[c]  # off that hue only
+        offset[c] *= plasma
+        np.clip(offset[c], -max_od, max_od, out=offset[c])
+        tinted |= np.abs(offset[c]) >= tolerance_od
+    if not tinted.any():  # evenly lit: exactly unchanged
         return rgb
-    gain = np.exp(offset)  # I * exp(od offset) removes the offset from -log(I / I0)
+    gain = np.stack([np.where(tinted, np.exp(o), 1.0) for o in offset], axis=2)
+    gain = gain.astype(np.float32)  # I * exp(od offset) removes the offset from -log(I / I0)
     # Each pixel takes the gain of its nearest sample; only the rows near a tinted sample change.
     rows = np.clip(np.round((np.arange(height) - first_row) / stride).astype(np.intp), 0,
                    gain.shape[0] - 1)  # fmt: skip
     cols = np.clip(np.round((np.arange(width) - first_col) / stride).astype(np.intp), 0,
                    gain.shape[1] - 1)  # fmt: skip
-    tinted = np.flatnonzero(offset.any(axis=(1, 2))[rows])
-    band = slice(int(tinted[0]), int(tinted[-1]) + 1)
+    changed = np.flatnonzero(tinted.any(axis=1)[rows])
+    band = slice(int(changed[0]), int(changed[-1]) + 1)
     out = rgb.copy()
     part = rgb[band].astype(np.float32) * gain[rows[band][:, None], cols[None, :]]
     out[band] = np.clip(part + 0.5, 0, 255).astype(np.uint8)
