@@ -253,7 +253,7 @@ def _undo_local_background(
                    gain.shape[0] - 1)  # fmt: skip
     cols = np.clip(np.round((np.arange(width) - first_col) / stride).astype(np.intp), 0,
                    gain.shape[1] - 1)  # fmt: skip
-    changed = np.flatnonzero(tinted.any(axis=1)[rows])
+    changed = np.flatnonzero(np.asarray(tinted.any(axis=1))[rows])
     band = slice(int(changed[0]), int(changed[-1]) + 1)
     out = rgb.copy()
     part = rgb[band].astype(np.float32) * gain[rows[band][:, None], cols[None, :]]
