@@ -85,8 +85,8 @@ class DetectConfig:
     cell_margin_um: float = 3.0
     tint_block_um: float = 20.0
     foreground_level_mpp: float = 8.0
-    stain_sample_windows: int = 16
-    stain_window_px: int = 256
+    stain_sample_windows: int = 256
+    stain_window_px: int = 64
 
 
 @dataclass(frozen=True)
