@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +45,7 @@ from leukoscreen.pipeline.stain import (
     estimate_stain,
     flatten_tint,
     nucleus_contrast,
+    tinted_share,
 )
 
 if TYPE_CHECKING:
@@ -110,6 +111,8 @@ def detect_leukocytes(
     tint_block_px = round(tint_block_um / mpp) if tint_block_um > 0 else 0
     if stain is None:
         stain = estimate_stain(rgb)
+        if tint_block_px:
+            stain = replace(stain, tinted_share=tinted_share([rgb], stain, block_px=tint_block_px))
     if not stain.has_foreground:
         return CellTable.empty()
 
@@ -404,11 +407,13 @@ def estimate_slide_stain(
     *,
     sample_windows: int,
     window_px: int,
+    tint_block_px: int = 0,
 ) -> StainEstimate:
     """Estimate the slide's stain from windows spread over its planned (non-glass) tiles.
 
     The windows (:func:`stain_windows`) are read at level 0, the resolution detection runs at
-    (a lower level would blur red cells into the plasma).
+    (a lower level would blur red cells into the plasma). With ``tint_block_px``, the share of
+    their plasma that is colour-cast is measured too (``StainEstimate.tinted_share``).
 
     Returns:
         The estimate over all sampled pixels (no foreground when ``tiles`` is empty).
@@ -416,8 +421,11 @@ def estimate_slide_stain(
     windows = stain_windows(tiles, sample_windows=sample_windows, window_px=window_px)
     if not windows:
         return estimate_stain(np.zeros((0, 3), np.uint8))
-    pixels = [slide.read_region(*window).reshape(-1, 3) for window in windows]
-    return estimate_stain(np.concatenate(pixels))
+    images = [slide.read_region(*window) for window in windows]
+    stain = estimate_stain(np.concatenate([image.reshape(-1, 3) for image in images]))
+    if not tint_block_px:
+        return stain
+    return replace(stain, tinted_share=tinted_share(images, stain, block_px=tint_block_px))
 
 
 def detect_tile(slide: Slide, tile: Tile, cfg: DetectConfig, stain: StainEstimate) -> CellTable:
@@ -460,6 +468,7 @@ def plan_detection(slide: Slide, cfg: DetectConfig) -> tuple[list[Tile], StainEs
         tiles,
         sample_windows=cfg.stain_sample_windows,
         window_px=cfg.stain_window_px,
+        tint_block_px=round(cfg.tint_block_um / slide.mpp) if cfg.tint_block_um > 0 else 0,
     )
     return tiles, stain
 

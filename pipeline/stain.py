@@ -31,6 +31,7 @@ A slide without stained foreground (blank glass) gives a :class:`StainEstimate` 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,6 +39,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 MIN_FOREGROUND_PX = 200  # fewer stained pixels than this: no stain can be estimated
+TINT_TOLERANCE_OD = 0.15  # plasma casts (off the red-cell hue) below this are left alone
+MAX_TINTED_SHARE = 0.5  # more of the plasma cast than this: no one background to correct to
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,10 @@ class StainEstimate:
         red_cell_density: median optical-density norm of the stained foreground (> 0).
         foreground_fraction: share of the sampled pixels that are stained foreground.
         n_pixels: pixels sampled.
+        tinted_share: share of the sampled plasma whose colour cast off the red-cell hue is at
+            least :data:`TINT_TOLERANCE_OD` (:func:`tinted_share`). Above
+            :data:`MAX_TINTED_SHARE` the slide has no one background (a mosaic of several
+            colour renditions) and :func:`flatten_tint` leaves it alone.
     """
 
     background_rgb: tuple[float, float, float]
@@ -57,6 +64,7 @@ class StainEstimate:
     red_cell_density: float
     foreground_fraction: float
     n_pixels: int
+    tinted_share: float = 0.0
 
     @property
     def has_foreground(self) -> bool:
@@ -70,6 +78,7 @@ class StainEstimate:
         out["red_cell_od"] = [round(v, 4) for v in self.red_cell_od]
         out["red_cell_density"] = round(self.red_cell_density, 4)
         out["foreground_fraction"] = round(self.foreground_fraction, 4)
+        out["tinted_share"] = round(self.tinted_share, 4)
         return out
 
     @classmethod
@@ -82,6 +91,7 @@ class StainEstimate:
             float(attrs["red_cell_density"]),
             float(attrs["foreground_fraction"]),
             int(attrs["n_pixels"]),
+            float(attrs.get("tinted_share", 0.0)),  # stores before the tint correction: 0
         )
 
 
@@ -167,7 +177,7 @@ def flatten_tint(
     stain: StainEstimate,
     *,
     block_px: int,
-    tolerance_od: float = 0.15,
+    tolerance_od: float = TINT_TOLERANCE_OD,
     max_od: float = 0.5,
     origin: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
@@ -183,7 +193,10 @@ def flatten_tint(
     that is **off the red-cell hue** is removed from the pixels. The part along the red-cell hue
     stays: where the closing meets only red cells (a clump wider than the block), its background
     is pale red-cell stain, not a tint, and must not be bleached. Backgrounds darker than half
-    the slide's are left alone.
+    the slide's are left alone, and so is a slide whose plasma is mostly cast
+    (``stain.tinted_share`` above :data:`MAX_TINTED_SHARE`): its one background is then just
+    one of several renditions, and correcting the others towards it does more harm than good
+    (``docs/detection.md``).
 
     Args:
         rgb: (H, W, 3) uint8.
@@ -198,57 +211,19 @@ def flatten_tint(
     Returns:
         ``rgb`` itself when nothing is tinted beyond ``tolerance_od``, else a corrected copy.
     """
-    background = np.maximum(np.asarray(stain.background_rgb, np.float32), 1.0)
-    unit = np.asarray(stain.red_cell_od, np.float32)
-    return _undo_local_background(
-        rgb,
-        background,
-        block_px=block_px,
-        hue=unit,
-        tolerance_od=tolerance_od,
-        max_od=max_od,
-        origin=origin,
-    )
-
-
-def _undo_local_background(
-    rgb: np.ndarray,
-    background: np.ndarray,
-    *,
-    block_px: int,
-    hue: np.ndarray,
-    tolerance_od: float,
-    max_od: float,
-    origin: tuple[int, int] = (0, 0),
-) -> np.ndarray:
-    """Divide ``rgb`` by the part of its local background (a grey closing) that lies, relative
-    to ``background``, off the ``hue`` direction in optical density."""
-    height, width = rgb.shape[:2]
-    stride = max(round(block_px / 4), 1)  # about 4 samples per block side
-    size = max(round(block_px / stride), 1)
-    first_row, first_col = -origin[0] % stride, -origin[1] % stride  # on the slide's grid
-    sample = rgb[first_row::stride, first_col::stride]
-    if sample.size == 0:
+    if stain.tinted_share > MAX_TINTED_SHARE or rgb.size == 0:
         return rgb
-    # Per channel (h, w) planes: reductions over a last axis of 3 are slow in numpy.
-    local = [ndi.grey_closing(sample[..., c], size=(size, size), mode="nearest") for c in range(3)]
-    log_level = np.log(np.maximum(np.arange(256, dtype=np.float32), 1.0))
-    offset = [np.log(background[c]) - log_level[local[c]] for c in range(3)]  # plasma OD
-    along = offset[0] * hue[0] + offset[1] * hue[1] + offset[2] * hue[2]
-    plasma = local[0].astype(np.uint16) + local[1] + local[2] >= 0.5 * float(
-        background.sum()
-    )  # darker: not plasma, leave alone
-    tinted = np.zeros(plasma.shape, dtype=bool)
-    for c in range(3):
-        offset[c] -= along * hue[c]  # off that hue only
-        offset[c] *= plasma
-        np.clip(offset[c], -max_od, max_od, out=offset[c])
-        tinted |= np.abs(offset[c]) >= tolerance_od
+    grid = _tint_map(rgb, stain, block_px=block_px, max_od=max_od, origin=origin)
+    if grid is None:
+        return rgb
+    offset, plasma, (stride, first_row, first_col) = grid
+    tinted = plasma & (np.abs(offset).max(axis=0) >= tolerance_od)
     if not tinted.any():  # evenly lit: exactly unchanged
         return rgb
-    gain = np.stack([np.where(tinted, np.exp(o), 1.0) for o in offset], axis=2)
-    gain = gain.astype(np.float32)  # I * exp(od offset) removes the offset from -log(I / I0)
-    # Each pixel takes the gain of its nearest sample; only the rows near a tinted sample change.
+    gain = np.where(tinted[None], np.exp(offset), 1.0).transpose(1, 2, 0).astype(np.float32)
+    # I * exp(od offset) removes the offset from -log(I / I0). Each pixel takes the gain of its
+    # nearest sample; only the rows near a tinted sample change.
+    height, width = rgb.shape[:2]
     rows = np.clip(np.round((np.arange(height) - first_row) / stride).astype(np.intp), 0,
                    gain.shape[0] - 1)  # fmt: skip
     cols = np.clip(np.round((np.arange(width) - first_col) / stride).astype(np.intp), 0,
@@ -259,6 +234,58 @@ def _undo_local_background(
     part = rgb[band].astype(np.float32) * gain[rows[band][:, None], cols[None, :]]
     out[band] = np.clip(part + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def tinted_share(
+    images: Sequence[np.ndarray],
+    stain: StainEstimate,
+    *,
+    block_px: int,
+    tolerance_od: float = TINT_TOLERANCE_OD,
+) -> float:
+    """Share of the plasma samples of ``images`` (a slide's stain windows, or a field) whose
+    cast off the red-cell hue reaches ``tolerance_od`` (on :func:`flatten_tint`'s grid)."""
+    if not stain.has_foreground:
+        return 0.0
+    cast = plasma_total = 0
+    for rgb in images:
+        grid = _tint_map(rgb, stain, block_px=block_px, max_od=1.0, origin=(0, 0))
+        if grid is None:
+            continue
+        offset, plasma, _ = grid
+        cast += int(np.count_nonzero(plasma & (np.abs(offset).max(axis=0) >= tolerance_od)))
+        plasma_total += int(np.count_nonzero(plasma))
+    return cast / plasma_total if plasma_total else 0.0
+
+
+def _tint_map(
+    rgb: np.ndarray,
+    stain: StainEstimate,
+    *,
+    block_px: int,
+    max_od: float,
+    origin: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]] | None:
+    """Each grid sample's plasma cast off the red-cell hue: ``(offset (3, h, w) OD, plasma
+    (h, w) bool, (stride, first_row, first_col))``, or None for an empty grid."""
+    stride = max(round(block_px / 4), 1)  # about 4 samples per block side
+    size = max(round(block_px / stride), 1)
+    first_row, first_col = -origin[0] % stride, -origin[1] % stride  # on the slide's grid
+    sample = rgb[first_row::stride, first_col::stride]
+    if sample.size == 0:
+        return None
+    background = np.maximum(np.asarray(stain.background_rgb, np.float32), 1.0)
+    hue = np.asarray(stain.red_cell_od, np.float32)
+    # Per channel (h, w) planes: reductions over a last axis of 3 are slow in numpy.
+    local = [ndi.grey_closing(sample[..., c], size=(size, size), mode="nearest") for c in range(3)]
+    log_level = np.log(np.maximum(np.arange(256, dtype=np.float32), 1.0))
+    offset = np.stack([np.log(background[c]) - log_level[local[c]] for c in range(3)])  # OD
+    along = np.tensordot(hue, offset, axes=1)  # (h, w)
+    offset -= along[None] * hue[:, None, None]  # off the red-cell hue only
+    np.clip(offset, -max_od, max_od, out=offset)
+    total = local[0].astype(np.uint16) + local[1] + local[2]
+    plasma = total >= 0.5 * float(background.sum())  # darker: not plasma, leave alone
+    return offset, plasma, (stride, first_row, first_col)
 
 
 def nucleus_contrast(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from mosaic import ColourShift, shift_colours
@@ -15,6 +17,7 @@ from leukoscreen.pipeline.stain import (
     flatten_tint,
     nucleus_contrast,
     optical_density,
+    tinted_share,
 )
 
 MPP = 0.5
@@ -187,6 +190,22 @@ def test_a_tinted_field_beside_untinted_ones_keeps_its_cells():
     by_col, expected_by_col = np.argsort(found.col), np.argsort(expected.col)
     np.testing.assert_allclose(found.row[by_col], expected.row[expected_by_col], atol=1.5)
     np.testing.assert_allclose(found.col[by_col], expected.col[expected_by_col], atol=1.5)
+
+
+def test_tinted_share_and_a_mostly_cast_slide_left_alone():
+    """One field in eight is cast: about an eighth of the plasma samples count as tinted. A
+    slide whose plasma is mostly cast has no one background, and is not corrected at all."""
+    whole, shifted = _one_field_tinted((0.6, 0.8, 1.0))
+    est = estimate_stain(shifted)
+    assert tinted_share([whole], estimate_stain(whole), block_px=40) == 0.0
+    share = tinted_share([shifted], est, block_px=40)
+    assert 0.08 < share < 0.2, share
+    # Windows of the same slide give the same kind of figure.
+    windows = [shifted[:, i : i + 120] for i in range(0, 1920, 120)]
+    assert abs(tinted_share(windows, est, block_px=40) - share) < 0.05
+    mostly_cast = replace(est, tinted_share=0.6)
+    assert flatten_tint(shifted, mostly_cast, block_px=40) is shifted
+    assert StainEstimate.from_attrs(mostly_cast.to_attrs()).tinted_share == 0.6
 
 
 def test_optical_density_against_the_background():
