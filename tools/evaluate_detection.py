@@ -217,7 +217,7 @@ def render(results: dict, tuned: dict, command: str, seconds: float) -> str:
         "local background is a grey closing over `tint_block_um` (20 um, wider than a",
         "leukocyte), and the part of its density off the red-cell hue is divided out",
         "(`stain.flatten_tint`; casts under 0.15 OD are left alone, so an evenly lit slide is",
-        "untouched; detection + reading stays at 0.55x the raw read rate, docs/benchmarks.md).",
+        "untouched; detection + reading stays at 0.53x the raw read rate, docs/benchmarks.md).",
         "",
         "**Splits** (`leukoscreen.model.fields`): BCCD's VOC `test` list (71 boxes); DeepBioNet",
         "by duplicate group (difference hash), seeded 70/15/15 over groups, test part; draaslan",
