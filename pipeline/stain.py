@@ -24,6 +24,11 @@ here is a colour constant; everything is measured on the slide:
    ``darkness_scale`` and combined as a Euclidean norm. Stain strength scales ``od`` and
    ``d_r`` alike, so the contrast does not change with it.
 
+4. **Local tint** (:func:`flatten_tint`): where a region's plasma has another colour cast than
+   the slide's background, the part of that cast off the red-cell hue is taken off its pixels
+   before the contrast, unless most of the slide's plasma is cast (:func:`tinted_share`), when
+   there is no one background to correct towards.
+
 A slide without stained foreground (blank glass) gives a :class:`StainEstimate` with
 ``has_foreground`` false; detection then finds no cells.
 """
