@@ -490,24 +490,17 @@ def test_parsing_only_trains_the_parsing_modules_and_keeps_the_sr_image(
 ) -> None:
     """From GP-SFT weights with a refiner: only the parsing head and the refiner change, so the
     SR image and its validation PSNR stay exactly as initialised; best.pt follows the mIoU."""
+
+    def run(cfg: TrainConfig, folder: str) -> TrainResult:
+        return train(cfg, data=cells, run_dir=tmp_path / folder, arch_kwargs=TINY_GPSFT,
+                     device="cpu", progress=False)  # fmt: skip
+
     base = replace(CFG, arch="gpsft", epochs=1)
-    first = train(
-        base,
-        data=cells,
-        run_dir=tmp_path / "base",
-        arch_kwargs=TINY_GPSFT,
-        device="cpu",
-        progress=False,
-    )
+    first = run(base, "base")
     initial = load_weights(first.best_weights).model.state_dict()
-    cfg = replace(base, epochs=3, lr=1e-2, init=str(first.best_weights), parsing_only=True)
-    result = train(
-        cfg,
-        data=cells,
-        run_dir=tmp_path / "parsing",
-        arch_kwargs=TINY_GPSFT,
-        device="cpu",
-        progress=False,
+    result = run(
+        replace(base, epochs=3, lr=1e-2, init=str(first.best_weights), parsing_only=True),
+        "parsing",
     )
     state = torch.load(tmp_path / "parsing" / "last.pt", weights_only=True)["model"]
     moved = {name for name in initial if not torch.equal(initial[name], state[name].float())}
