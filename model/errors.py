@@ -52,3 +52,7 @@ class DataError(LeukoscreenError, ValueError):
 
 class StoreLockedError(OutputError):
     """Another run holds the writer lock of the store this run would write."""
+
+
+class SlideTimeoutError(LeukoscreenError, TimeoutError):
+    """A slide's run went past its time limit (``leukoscreen batch --timeout``)."""

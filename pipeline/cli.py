@@ -19,6 +19,7 @@ from leukoscreen.model.errors import LeukoscreenError
 from leukoscreen.pipeline import cli_model
 from leukoscreen.pipeline.cli_options import ConfigOption, MppOption
 from leukoscreen.pipeline.config import load_config, override_flags, to_toml
+from leukoscreen.workflows import cli as cli_batch
 
 app = typer.Typer(
     name="leukoscreen",
@@ -144,6 +145,7 @@ def detect_cmd(
 
 
 cli_model.register(app)
+cli_batch.register(app)
 
 
 CheckpointOption = Annotated[

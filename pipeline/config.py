@@ -105,6 +105,69 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class JobqueueConfig:
+    """One batch-scheduler kind (``[cluster.slurm]`` or ``[cluster.pbs]``) for dask-jobqueue.
+
+    Each job is one ``sbatch``/``qsub`` submission running ``processes`` Dask workers.
+
+    Attributes:
+        queue: partition (SLURM) or queue (PBS); empty uses the site default.
+        account: account/project to charge; empty for none.
+        walltime: job time limit, ``HH:MM:SS``.
+        cores: cores per job.
+        memory: memory per job (Dask syntax, e.g. ``"16GiB"``).
+        processes: Dask worker processes per job (each gets ``cores / processes`` threads).
+        gpus: GPUs per job: ``--gres=gpu:N`` (SLURM) or ``ngpus=N`` (PBS), and each worker
+            advertises ``--resources GPU=1`` so SR tasks go to GPU workers only; 0 for CPU jobs.
+        job_extra_directives: more ``#SBATCH``/``#PBS`` lines, without the prefix
+            (e.g. ``["--qos=low"]``).
+        python: the workers' Python; empty uses the Python running the batch.
+        local_directory: the workers' scratch folder; empty uses the job's default.
+        log_directory: where job stdout/stderr go; empty leaves the scheduler's default.
+        interface: network interface the scheduler and workers use (e.g. ``"ib0"``); empty lets
+            Dask choose.
+        lifetime: workers stop after this long (Dask ``--lifetime``), before the walltime kills
+            them mid-task; their tasks move to other workers. Empty: no lifetime.
+        lifetime_stagger: random spread of ``lifetime`` so workers do not all stop together.
+        minimum_jobs: adaptive scaling: jobs kept running while slides remain.
+        maximum_jobs: adaptive scaling: most jobs at once.
+    """
+
+    queue: str = ""
+    account: str = ""
+    walltime: str = "01:00:00"
+    cores: int = 4
+    memory: str = "16GiB"
+    processes: int = 1
+    gpus: int = 0
+    job_extra_directives: tuple[str, ...] = ()
+    python: str = ""
+    local_directory: str = ""
+    log_directory: str = ""
+    interface: str = ""
+    lifetime: str = "55m"
+    lifetime_stagger: str = "4m"
+    minimum_jobs: int = 1
+    maximum_jobs: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("cores", "processes", "maximum_jobs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, found {getattr(self, name)}")
+        if self.gpus < 0 or self.minimum_jobs < 0:
+            raise ValueError(
+                "gpus: expected >= 0" if self.gpus < 0 else "minimum_jobs: expected >= 0"
+            )
+        if self.minimum_jobs > self.maximum_jobs:
+            raise ValueError(
+                f"minimum_jobs: expected <= maximum_jobs ({self.maximum_jobs}), found "
+                f"{self.minimum_jobs}"
+            )
+        if self.processes > self.cores:
+            raise ValueError(f"processes: expected <= cores ({self.cores}), found {self.processes}")
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Where the Dask graph runs.
 
@@ -118,6 +181,7 @@ class ClusterConfig:
         cpu_cells_per_call: cells fed to the network in one call on a CPU worker; bounds the
             worker's memory (GP x8 at 224 px: about 100 MiB per cell) at little cost in speed.
             0 feeds the whole batch. GPU workers always take the whole batch.
+        slurm, pbs: the job settings of ``leukoscreen batch --cluster slurm|pbs``.
     """
 
     scheduler: str = ""
@@ -127,6 +191,8 @@ class ClusterConfig:
     max_batches_in_flight: int = 2
     dashboard: bool = False
     cpu_cells_per_call: int = 4
+    slurm: JobqueueConfig = field(default_factory=JobqueueConfig)
+    pbs: JobqueueConfig = field(default_factory=JobqueueConfig)
 
 
 @dataclass(frozen=True)
@@ -148,6 +214,11 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
     origin = typing.get_origin(tp)
+    if origin is tuple:  # tuple[str, ...]: a TOML array
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected an array, found {type(value).__name__} {value!r}")
+        (item, _) = typing.get_args(tp)
+        return tuple(_coerce(v, item, where) for v in value)
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         # bool is an int: True must not pass for 1, nor 1 for True
@@ -307,17 +378,27 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def to_toml(config: Any) -> str:
-    """Render a config tree as TOML (only scalars and one level of tables occur)."""
+    """Render a config tree as TOML (scalars, arrays of scalars and nested tables)."""
     lines: list[str] = []
-    for section, table in to_dict(config).items():
-        lines.append(f"[{section}]")
-        for key, value in table.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
+    _toml_tables(to_dict(config), "", lines)
     return "\n".join(lines)
 
 
+def _toml_tables(tree: Mapping[str, Any], prefix: str, lines: list[str]) -> None:
+    """Append ``tree``'s tables (``[prefix.name]``, scalars first, then nested tables)."""
+    for section, table in tree.items():
+        lines.append(f"[{prefix}{section}]")
+        nested = {k: v for k, v in table.items() if isinstance(v, Mapping)}
+        for key, value in table.items():
+            if key not in nested:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+        _toml_tables(nested, f"{prefix}{section}.", lines)
+
+
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

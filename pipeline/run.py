@@ -28,22 +28,32 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from distributed import Client, as_completed
+from distributed import Client, Future, as_completed
 from tqdm import tqdm
 
-from leukoscreen.model.config import REFERENCE_SCALE
-from leukoscreen.model.errors import CheckpointError, UsageError
+from leukoscreen.model.errors import CheckpointError, SlideTimeoutError, UsageError
 from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.cluster import ClusterInfo, inspect_cluster, open_client
 from leukoscreen.pipeline.config import Config, DetectConfig, to_dict
-from leukoscreen.pipeline.crops import CropGeometry
 from leukoscreen.pipeline.detect import Tile, detect_tile, plan_detection
+from leukoscreen.pipeline.plan import (
+    STORE_SUFFIX,
+    RunPlan,
+    RunSummary,
+    check_distinct_outputs,
+    check_mpp,
+    default_output,
+    expected_mpp,
+    open_slide,
+    plan_run,
+    table_columns,
+)
 from leukoscreen.pipeline.slide import Slide
-from leukoscreen.pipeline.sr_task import ModelSpec, describe_model, sr_batch_task
+from leukoscreen.pipeline.sr_task import describe_model, sr_batch_task
 from leukoscreen.pipeline.stain import StainEstimate
 from leukoscreen.pipeline.store import (
     CellStore,
@@ -54,159 +64,27 @@ from leukoscreen.pipeline.store import (
 )
 from leukoscreen.pipeline.store_lock import WriterLock
 
-STORE_SUFFIX = ".leukoscreen.zarr"
+__all__ = [
+    "STORE_SUFFIX",
+    "RunPlan",
+    "RunSummary",
+    "check_distinct_outputs",
+    "check_mpp",
+    "default_output",
+    "expected_mpp",
+    "open_slide",
+    "plan_run",
+    "run_locked",
+    "run_slide",
+    "run_slides",
+    "table_columns",
+]
 
 Log = Callable[[str], None]
 
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """What every slide of one invocation shares, built once by :func:`plan_run`.
-
-    Attributes:
-        config: the validated config, ``output.resume``/``overwrite`` applied.
-        geometry: the crop geometry of ``config.inference``.
-        spec: the model the SR tasks load.
-    """
-
-    config: Config
-    geometry: CropGeometry
-    spec: ModelSpec
-
-
-def plan_run(config: Config) -> RunPlan:
-    """Build the crop geometry and the model spec of a validated config.
-
-    Raises:
-        UsageError: both ``output.resume`` and ``output.overwrite``.
-        CheckpointError: the configured checkpoint file does not exist.
-    """
-    if config.output.resume and config.output.overwrite:
-        raise UsageError("--resume and --overwrite: choose one")
-    inference = config.inference
-    geometry = CropGeometry(
-        scale=inference.scale,
-        hr_size_px=inference.hr_size_px,
-        margin_px=inference.context_margin_px,
-    )
-    return RunPlan(config, geometry, ModelSpec.from_config(inference))
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What one slide's run did.
-
-    Attributes:
-        slide: the slide file.
-        store: the store written.
-        n_cells: cells found (and now in the store).
-        n_batches: SR batches of the store.
-        batches_skipped: batches already done by an earlier, interrupted run.
-        cells_super_resolved: cells super-resolved by this invocation.
-        detect_s: wall seconds of detection (0 when the table came from the store).
-        sr_s: wall seconds of the SR stage.
-        total_s: wall seconds of the whole run, cluster start excluded.
-        model_s: seconds spent inside the network, summed over tasks.
-    """
-
-    slide: Path
-    store: Path
-    n_cells: int
-    n_batches: int
-    batches_skipped: int
-    cells_super_resolved: int
-    detect_s: float
-    sr_s: float
-    total_s: float
-    model_s: float
-
-    def describe(self) -> str:
-        """One line for the terminal."""
-        if self.n_cells == 0:
-            return (
-                f"{self.slide}: no leukocytes found; wrote a complete store with zero cells: "
-                f"{self.store}"
-            )
-        resumed = f", {self.batches_skipped} done before" if self.batches_skipped else ""
-        return (
-            f"{self.slide}: {self.n_cells} cells in {self.n_batches} batches{resumed} -> "
-            f"{self.store} ({self.total_s:.1f} s, {self.cells_per_s:.1f} cells/s)"
-        )
-
-    @property
-    def cells_per_s(self) -> float:
-        """End-to-end throughput of this invocation (cells super-resolved per wall second)."""
-        return self.cells_super_resolved / self.total_s if self.total_s > 0 else 0.0
-
-
-def default_output(slide_path: Path, directory: Path | None = None) -> Path:
-    """``<directory or cwd>/<slide stem>.leukoscreen.zarr``."""
-    return (directory or Path.cwd()) / f"{Path(slide_path).stem}{STORE_SUFFIX}"
-
-
-def expected_mpp(config: Config) -> float:
-    """Microns per LR pixel the model expects at ``config.inference.scale``."""
-    return config.slide.expected_mpp * config.inference.scale / REFERENCE_SCALE
-
-
-def check_mpp(path: Path, mpp: float, config: Config) -> None:
-    """Refuse a pixel size so far from the model's that the super-resolution makes no sense.
-
-    Raises:
-        UsageError: ``mpp`` differs from :func:`expected_mpp` by more than the tolerance ratio.
-    """
-    expected = expected_mpp(config)
-    ratio = mpp / expected
-    tolerance = config.slide.mpp_tolerance
-    if ratio > tolerance or ratio < 1 / tolerance:
-        raise UsageError(
-            f"{path}: pixel size {mpp:g} um/px is {ratio:.3g}x the {expected:g} um/px the "
-            f"x{config.inference.scale} model expects (accepted: within {tolerance:g}x); check "
-            "the slide's mpp (--mpp) or choose the other --scale"
-        )
-
-
-def open_slide(path: Path, config: Config) -> Slide:
-    """Open a slide with the configured mpp and check its pixel size against the model's.
-
-    Raises:
-        SlideReadError: not a readable slide.
-        MissingMppError: no pixel size in the metadata and none configured.
-        UsageError: a pixel size far from the model's expectation.
-    """
-    slide = Slide.open(path, mpp=config.slide.mpp or None)
-    try:
-        check_mpp(Path(path), slide.mpp, config)
-    except BaseException:
-        slide.close()
-        raise
-    return slide
-
-
-def table_columns(cells: CellTable, *, mpp: float) -> dict[str, np.ndarray]:
-    """Order cells by (row, col): the store's table in cell-id order (the store numbers them).
-
-    Args:
-        cells: the detections, any order.
-        mpp: microns per level-0 pixel (for the ``_um`` columns).
-
-    Returns:
-        The ``store.TABLE_COLUMNS`` columns but ``cell_id`` and ``batch``.
-    """
-    ordered = cells.take(cells.sort_key())
-    return {
-        "row": ordered.row,
-        "col": ordered.col,
-        "row_um": ordered.row * mpp,
-        "col_um": ordered.col * mpp,
-        "bbox": ordered.bbox,
-        "area_um2": ordered.area_um2,
-        "score": ordered.score,
-    }
 
 
 def run_slide(
@@ -240,22 +118,6 @@ def run_slide(
     config = replace(config, output=output)
     (summary,) = run_slides([path], config, out=out, client=client, progress=progress, log=log)
     return summary
-
-
-def check_distinct_outputs(slides: Sequence[Path], outs: Sequence[Path], *, kind: str) -> None:
-    """Refuse two slides whose outputs (stores, tables) would be one path.
-
-    Raises:
-        UsageError: naming the second slide, the shared path and the first slide.
-    """
-    first: dict[Path, Path] = {}
-    for slide_path, out_path in zip(slides, outs, strict=True):
-        if out_path in first:
-            raise UsageError(
-                f"{slide_path}: its {kind} {out_path} would also hold {first[out_path]}; "
-                "expected slides with different file names"
-            )
-        first[out_path] = Path(slide_path)
 
 
 def run_slides(
@@ -313,8 +175,56 @@ def run_slides(
         ]
 
 
+def run_locked(
+    client: Client,
+    path: Path,
+    plan: RunPlan,
+    out: Path,
+    *,
+    progress: bool = False,
+    log: Log = _stderr,
+    timeout_s: float | None = None,
+) -> RunSummary:
+    """One slide on a connected client, for a caller that holds the store's writer lock
+    (``leukoscreen batch``): open and check the slide, then run it into ``out``.
+
+    Args:
+        client, plan: the cluster and the plan (its ``output.resume``/``overwrite`` apply).
+        path, out: the slide file and its store.
+        progress, log: as :func:`run_slides`.
+        timeout_s: wall seconds the slide may take; past them its tasks are cancelled.
+
+    Raises:
+        SlideTimeoutError: the slide took longer than ``timeout_s``.
+        The errors of :func:`run_slides` for one slide.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    output = plan.config.output
+    with open_slide(Path(path), plan.config) as slide:
+        check_output_location(out, resume=output.resume, overwrite=output.overwrite)
+        return _run_one(client, slide, plan, out, progress=progress, log=log, deadline=deadline)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    """Seconds left before ``deadline`` (a ``time.monotonic`` value), ``None`` without one."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _cancel_on_timeout(client: Client, futures: Sequence[Future], slide: Path) -> None:
+    """Cancel a slide's unfinished tasks and raise :class:`SlideTimeoutError`."""
+    client.cancel([f for f in futures if not f.done()])
+    raise SlideTimeoutError(f"{slide}: the slide did not finish within its time limit")
+
+
 def _run_one(
-    client: Client, slide: Slide, plan: RunPlan, out: Path, *, progress: bool, log: Log
+    client: Client,
+    slide: Slide,
+    plan: RunPlan,
+    out: Path,
+    *,
+    progress: bool,
+    log: Log,
+    deadline: float | None = None,
 ) -> RunSummary:
     """One slide into its store (the caller holds the store's writer lock)."""
     t_start = time.perf_counter()
@@ -322,15 +232,17 @@ def _run_one(
     cluster = plan.config.cluster
     if info.dashboard_link and (cluster.dashboard or cluster.scheduler):
         log(f"leukoscreen: Dask dashboard at {info.dashboard_link}")
-    store, done = _open_store(client, slide, plan, out, info)
+    store, done = _open_store(client, slide, plan, out, info, deadline)
     detect_s = 0.0
     if done is None:
         t0 = time.perf_counter()
-        done = _detect_into(store, client, slide, plan.config, progress=progress, log=log)
+        done = _detect_into(
+            store, client, slide, plan.config, progress=progress, log=log, deadline=deadline
+        )
         detect_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     cells_now, model_s = _super_resolve_all(
-        client, slide, store, done, plan, info, progress=progress
+        client, slide, store, done, plan, info, progress=progress, deadline=deadline
     )
     sr_s = time.perf_counter() - t0
     total_s = time.perf_counter() - t_start
@@ -347,7 +259,12 @@ def _run_one(
 
 
 def _open_store(
-    client: Client, slide: Slide, plan: RunPlan, out: Path, info: ClusterInfo
+    client: Client,
+    slide: Slide,
+    plan: RunPlan,
+    out: Path,
+    info: ClusterInfo,
+    deadline: float | None = None,
 ) -> tuple[CellStore, np.ndarray | None]:
     """Create the store, or open it to resume; with the batches already done when the table
     survives (``None``: detect first).
@@ -356,7 +273,11 @@ def _open_store(
     any write.
     """
     spec, geometry, config = plan.spec, plan.geometry, plan.config
-    model = client.submit(describe_model, spec, resources=info.sr_resources, pure=False).result()
+    future = client.submit(describe_model, spec, resources=info.sr_resources, pure=False)
+    try:
+        model = future.result(timeout=_remaining(deadline))
+    except TimeoutError:
+        _cancel_on_timeout(client, [future], Path(slide.path))
     if model["scale"] != spec.scale:
         raise CheckpointError(
             f"{spec.checkpoint or spec.arch}: weights are for x{model['scale']}, the run asks "
@@ -385,10 +306,17 @@ def _open_store(
 
 
 def _detect_into(
-    store: CellStore, client: Client, slide: Slide, config: Config, *, progress: bool, log: Log
+    store: CellStore,
+    client: Client,
+    slide: Slide,
+    config: Config,
+    *,
+    progress: bool,
+    log: Log,
+    deadline: float | None = None,
 ) -> np.ndarray:
     """Detect the slide's cells and write the store's table; returns the (all False) done flags."""
-    cells, stain = _detect(client, slide, config, progress=progress)
+    cells, stain = _detect(client, slide, config, progress=progress, deadline=deadline)
     if not stain.has_foreground:
         log(
             f"leukoscreen: warning: {slide.path}: no stained foreground found (blank or "
@@ -403,7 +331,7 @@ def _detect_into(
 
 
 def _detect(
-    client: Client, slide: Slide, config: Config, *, progress: bool
+    client: Client, slide: Slide, config: Config, *, progress: bool, deadline: float | None = None
 ) -> tuple[CellTable, StainEstimate]:
     """Detection as one CPU task per tile; tables gathered in tile order (deterministic).
 
@@ -425,11 +353,14 @@ def _detect(
         total=len(tiles), unit="tile", desc=f"detect {slide.path.name}", disable=not progress,
         file=sys.stderr,
     ) as bar:  # fmt: skip
-        for future in as_completed(futures):
-            tables[index[future.key]] = future.result()
-            future.release()
-            bar.update(1)
-            bar.set_postfix(cells=sum(len(t) for t in tables if t is not None))
+        try:
+            for future in as_completed(futures, timeout=_remaining(deadline)):
+                tables[index[future.key]] = future.result()
+                future.release()
+                bar.update(1)
+                bar.set_postfix(cells=sum(len(t) for t in tables if t is not None))
+        except TimeoutError:
+            _cancel_on_timeout(client, futures, Path(slide.path))
     return CellTable.concat([t for t in tables if t is not None]), stain
 
 
@@ -450,6 +381,7 @@ def _super_resolve_all(
     info: ClusterInfo,
     *,
     progress: bool,
+    deadline: float | None = None,
 ) -> tuple[int, float]:
     """Submit the unfinished batches, a bounded number at a time.
 
@@ -462,7 +394,7 @@ def _super_resolve_all(
     todo = iter([int(b) for b in np.flatnonzero(~done)])
     limit = max(1, cluster.max_batches_in_flight * info.n_sr_workers)
     run_id = uuid.uuid4().hex[:8]
-    pending = as_completed()
+    pending = as_completed(timeout=_remaining(deadline))
     model_s = 0.0
 
     def submit_next() -> None:
@@ -488,11 +420,14 @@ def _super_resolve_all(
     ) as bar:  # fmt: skip
         for _ in range(limit):
             submit_next()
-        for future in pending:
-            meta = future.result()
-            future.release()
-            model_s += meta["model_s"]
-            cells_now += meta["n_cells"]
-            bar.update(meta["n_cells"])
-            submit_next()
+        try:
+            for future in pending:
+                meta = future.result()
+                future.release()
+                model_s += meta["model_s"]
+                cells_now += meta["n_cells"]
+                bar.update(meta["n_cells"])
+                submit_next()
+        except TimeoutError:
+            _cancel_on_timeout(client, list(pending.futures), Path(slide.path))
     return cells_now, model_s

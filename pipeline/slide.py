@@ -407,11 +407,7 @@ class Slide:
 
     def header_sha256(self) -> str:
         """sha256 of the file size and its first MiB: the slide's identity for resume checks."""
-        digest = hashlib.sha256()
-        digest.update(str(self.path.stat().st_size).encode())
-        with self.path.open("rb") as f:
-            digest.update(f.read(HEADER_BYTES))
-        return digest.hexdigest()
+        return header_sha256(self.path)
 
     def close(self) -> None:
         """Release the file; a later read reopens it."""
@@ -425,3 +421,18 @@ class Slide:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def header_sha256(path: Path) -> str:
+    """sha256 of a file's size and its first MiB (the slide's identity), without opening it as a
+    slide.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    digest.update(str(path.stat().st_size).encode())
+    with path.open("rb") as f:
+        digest.update(f.read(HEADER_BYTES))
+    return digest.hexdigest()

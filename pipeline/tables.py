@@ -3,7 +3,7 @@
 The table has the columns of the store's ``cells/table`` (``docs/store-format.md``) with the
 ``bbox`` split into ``bbox_row0, bbox_col0, bbox_row1, bbox_col1``; it is made by the same
 functions as the store's (:func:`~leukoscreen.pipeline.detect.detect_slide` with the slide's
-stain estimate, :func:`~leukoscreen.pipeline.run.table_columns`), so for the same slide and
+stain estimate, :func:`~leukoscreen.pipeline.plan.table_columns`), so for the same slide and
 config the rows are the store's rows. Files are written to a temporary name and renamed, so an
 interrupted run never leaves a partial table under the final name.
 """
@@ -23,7 +23,7 @@ import numpy as np
 from leukoscreen.model.errors import OutputError, UsageError
 from leukoscreen.pipeline.config import Config
 from leukoscreen.pipeline.detect import detect_slide
-from leukoscreen.pipeline.run import check_distinct_outputs, table_columns
+from leukoscreen.pipeline.plan import check_distinct_outputs, table_columns
 from leukoscreen.pipeline.slide import Slide
 from leukoscreen.pipeline.stain import StainEstimate
 from leukoscreen.pipeline.store_layout import number_cells

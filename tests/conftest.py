@@ -354,3 +354,69 @@ def _lock_held(store: Path) -> Iterator[subprocess.Popen[str]]:
 def lock_held() -> Callable[[Path], contextlib.AbstractContextManager[subprocess.Popen[str]]]:
     """:func:`_lock_held`: ``with lock_held(store) as holder:`` a live writer in another process."""
     return _lock_held
+
+
+# ---------------------------------------------------------------------------------------------
+# a real single-node SLURM cluster on this machine (tests/slurm_cluster.py)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests: `from slurm_cluster import ...`
+from slurm_cluster import SlurmCluster, SlurmUnavailableError, start_slurm  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A running cluster for the session (munged, slurmctld, slurmd); skips, saying why, where
+    SLURM cannot start. Clients need ``slurm.env`` (or :meth:`SlurmCluster.run`)."""
+    try:
+        cluster = start_slurm(tmp_path_factory.mktemp("slurm"))
+    except SlurmUnavailableError as exc:
+        pytest.skip(f"SLURM cannot start here: {exc}")
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture
+def slurm_env(slurm: SlurmCluster) -> Iterator[SlurmCluster]:
+    """:func:`slurm` with its variables in ``os.environ`` for the test (as dask-jobqueue needs)."""
+    with slurm.activated():
+        yield slurm
+
+
+# ---------------------------------------------------------------------------------------------
+# leukoscreen batch: three small slides, tiny networks and a reference batch (test_batch*.py)
+
+from run_helpers import tiny_checkpoint, write_config  # noqa: E402
+
+from leukoscreen.pipeline.cli import main  # noqa: E402
+
+BATCH_CROPS = {"a": (0, 1000, 0, 1100), "b": (1000, 2000, 0, 1100), "c": (2000, 3000, 1100, 2200)}
+BATCH_CELLS = {"a": 3, "b": 3, "c": 2}
+
+
+@pytest.fixture(scope="session")
+def batch_kit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three good slides in ``slides/``, tiny x8 checkpoints (two weights) with their configs."""
+    root = tmp_path_factory.mktemp("batch")
+    slides = root / "slides"
+    slides.mkdir()
+    rgb, _ = make_smear()
+    for name, (r0, r1, c0, c1) in BATCH_CROPS.items():
+        write_svs(slides / f"{name}.svs", rgb[r0:r1, c0:c1].copy(), SMEAR_MPP, factors=(4,))
+    kit = {"root": root, "slides": slides}
+    for name, seed in (("x8", 0), ("x8b", 1)):
+        checkpoint = tiny_checkpoint(root / f"{name}.pt", scale=8, seed=seed)
+        kit[name] = write_config(root / f"{name}.toml", checkpoint)
+    return kit
+
+
+@pytest.fixture(scope="session")
+def batch_reference(batch_kit: dict[str, Path]) -> Path:
+    """An uninterrupted batch over the three good slides."""
+    out = batch_kit["root"] / "reference"
+    assert (
+        main(
+            ["batch", str(batch_kit["slides"]), "--out", str(out), "--config", str(batch_kit["x8"])]
+        )
+        == 0
+    )
+    return out

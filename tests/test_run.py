@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,49 +25,24 @@ import tifffile
 import torch
 import zarr
 from distributed import Client, LocalCluster
+from run_helpers import (
+    BATCH,
+    HR,
+    LR,
+    MARGIN,
+    assert_same_store,
+    done_batches,
+    kill_when,
+    tiny_checkpoint,
+    write_config,
+)
 
-from leukoscreen.model.checkpoint import save_weights
 from leukoscreen.model.inference import load_checkpoint
-from leukoscreen.model.networks import build_network
 from leukoscreen.pipeline import store
 from leukoscreen.pipeline.cli import main
 from leukoscreen.pipeline.config import load_config
 from leukoscreen.pipeline.crops import crop_origins
 from leukoscreen.pipeline.run import run_slide
-
-# Small cells keep the tiny network fast: x8, 64 px HR = 8 px LR core + 2 px margin per side.
-HR, MARGIN, BATCH = 64, 2, 2
-LR = HR // 8 + 2 * MARGIN
-TINY = {"num_features": 8, "num_blocks": 1, "unet_widths": (4, 8, 16, 32, 64)}
-
-
-def tiny_checkpoint(path: Path, *, scale: int, seed: int) -> Path:
-    torch.manual_seed(seed)
-    save_weights(build_network("gp", scale=scale, **TINY), path, arch="gp", scale=scale,
-                 arch_kwargs=TINY)  # fmt: skip
-    return path
-
-
-def write_config(path: Path, checkpoint: Path, *, precision: str = "fp32") -> Path:
-    path.write_text(
-        f"""
-[inference]
-checkpoint = "{checkpoint}"
-hr_size_px = {HR}
-context_margin_px = {MARGIN}
-batch_size = {BATCH}
-device = "cpu"
-precision = "{precision}"
-
-[detect]
-tile_size_px = 1024
-
-[cluster]
-n_workers = 1
-threads_per_worker = 1
-"""
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -93,18 +67,6 @@ def reference(svs_slide, models, tmp_path_factory: pytest.TempPathFactory) -> Pa
                    str(models["x8.toml"])])  # fmt: skip
     assert status == 0
     return out
-
-
-def assert_same_store(actual: Path, expected: Path) -> None:
-    """Equal cell arrays and table; both complete."""
-    a, e = store.open_cells(actual), store.open_cells(expected)
-    assert set(a.table) == set(e.table)
-    for name in e.table:
-        np.testing.assert_array_equal(a.table[name], e.table[name], err_msg=name)
-    for name in ("sr", "parsing", "lr"):
-        np.testing.assert_array_equal(
-            getattr(a, name).compute(), getattr(e, name).compute(), err_msg=name
-        )
 
 
 def error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -606,32 +568,6 @@ def test_run_takes_over_the_lock_of_a_dead_run(svs_slide, models, reference, tmp
 
 # ----------------------------------------------------------------------------- faults
 
-_CLI = (
-    "import sys; from leukoscreen.pipeline.cli import entry; sys.argv[0] = 'leukoscreen'; entry()"
-)
-
-
-def _kill_when(args: list[str], ready: Callable[[], bool], timeout_s: float = 120.0) -> None:
-    """Start the CLI in its own process group and SIGKILL the whole group once ``ready()``."""
-    proc = subprocess.Popen([sys.executable, "-c", _CLI, *args], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not ready():
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended (status {proc.returncode}) before the kill point")
-            if time.monotonic() > deadline:
-                pytest.fail("kill point not reached in time")
-            time.sleep(0.005)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _done_batches(out: Path) -> int:
-    folder = out / "batches" / "done" / "c"
-    return len(list(folder.iterdir())) if folder.is_dir() else 0
-
 
 def _table_written(out: Path) -> bool:
     try:
@@ -652,11 +588,11 @@ def test_sigkill_then_resume_gives_the_same_store(
     ready = {
         "store-created": lambda: store.is_store(out),
         "table-written": lambda: _table_written(out),
-        "first-batch": lambda: _done_batches(out) >= 1,
-        "half-the-batches": lambda: _done_batches(out) >= 3,
+        "first-batch": lambda: done_batches(out) >= 1,
+        "half-the-batches": lambda: done_batches(out) >= 3,
     }[point]
     args = ["run", str(svs_slide.path), "--out", str(out), "--config", str(models["x8.toml"])]
-    _kill_when(args, ready)
+    kill_when(args, ready)
     assert store.read_attrs(out)["status"] == "running"
     assert main([*args, "--resume"]) == 0
     assert_same_store(out, reference)
@@ -687,13 +623,13 @@ def test_worker_killed_mid_run_loses_no_cell(svs_slide, models, reference, tmp_p
         busy: list[str] = []
         while not busy:
             assert thread.is_alive() and time.monotonic() < deadline, result
-            if _done_batches(out) >= 1:
+            if done_batches(out) >= 1:
                 processing = client.processing()
                 busy = [w for w, keys in processing.items()
                         if any("leukoscreen-sr" in str(k) for k in keys)]  # fmt: skip
             time.sleep(0.005)
         pids = client.run(os.getpid)
-        done_before = _done_batches(out)
+        done_before = done_batches(out)
         os.kill(pids[busy[0]], signal.SIGKILL)
         thread.join(timeout=180)
         assert not thread.is_alive()
