@@ -101,13 +101,15 @@ def test_bad_slides_fail_alone_and_the_rerun_does_no_work(
         assert_same_store(store_of(out, name), store_of(batch_reference, name))
     assert not store_of(out, "notes").exists() and not store_of(out, "truncated").exists()
     stamps = {n: (store_of(out, n) / "zarr.json").stat().st_mtime_ns for n in CROPS}
+    first = rows(out)
 
     assert batch(slides, "--out", out, "--config", batch_kit["x8"]) == 3  # the same command again
     again = rows(out)
-    for name in CROPS:
-        assert again[f"{name}.svs"]["state"] == "skipped"
-        assert again[f"{name}.svs"]["attempts"] == "1"
+    for name in CROPS:  # the rows of the done slides are untouched, their stores too
+        assert again[f"{name}.svs"] == first[f"{name}.svs"]
         assert (store_of(out, name) / "zarr.json").stat().st_mtime_ns == stamps[name]
+    summary = json.loads((out / "batch-summary.json").read_text())
+    assert summary["by_state"]["skipped"] == 3 and summary["by_state"]["failed"] == 2
     assert again["notes.svs"]["attempts"] == "2"  # failed slides are tried again
 
 
@@ -131,9 +133,15 @@ def test_duplicates_manifest_and_new_scans(batch_kit, batch_reference, tmp_path)
     # the next night: one new scan in the folder; only it is run
     shutil.copy(batch_kit["slides"] / "c.svs", slides / "c.svs")
     assert batch(slides, manifest, "--out", out, "--config", batch_kit["x8"]) == 0
-    states = {n: r["state"] for n, r in rows(out).items()}
-    assert states == {"a.svs": "skipped", "a_copy.svs": "skipped", "b.svs": "skipped",
-                      "c.svs": "done"}  # fmt: skip
+    night2 = rows(out)
+    assert {n: r["state"] for n, r in night2.items()} == {
+        "a.svs": "done", "a_copy.svs": "skipped", "b.svs": "done", "c.svs": "done"
+    }  # fmt: skip
+    assert [night2[n]["ended_at"] for n in ("a.svs", "b.svs")] == [
+        table[n]["ended_at"] for n in ("a.svs", "b.svs")
+    ]  # untouched: done on the first night
+    summary = json.loads((out / "batch-summary.json").read_text())
+    assert (summary["by_state"]["done"], summary["by_state"]["skipped"]) == (1, 3)
 
 
 def test_store_of_another_model_is_left_alone_unless_overwrite(

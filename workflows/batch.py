@@ -273,13 +273,22 @@ class _SlideRunner:
             model_sha = self.model_sha(plan)
             state, reason = store_state(job, model_sha)
             if state == "done":
-                return self.table.update(job.key, **_skipped_done(job, model_sha))
+                return self.skip_done(job, model_sha)
             if state == "mismatch" and not self.options.overwrite:
                 return self.table.update(
                     job.key, state="failed", error_class="StoreMismatch", message=reason,
                     ended_at=_now(),
                 )  # fmt: skip
             return self._attempts(job, _plan_for(job, overwrite=state == "mismatch"), model_sha)
+
+    def skip_done(self, job: SlideJob, model_sha: str) -> dict[str, Any]:
+        """The row of a slide found complete: a row that already says so (``done`` by the
+        batch that did it, or ``skipped``) keeps its timings; this batch's outcome is
+        ``skipped``."""
+        row = self.table.read().get(job.key)
+        if row is None or row["state"] not in ("done", "skipped"):
+            row = self.table.update(job.key, **_skipped_done(job, model_sha))
+        return {**row, "state": "skipped"}
 
     def _attempts(self, job: SlideJob, plan: RunPlan, model_sha: str) -> dict[str, Any]:
         attempts = int(self.table.read().get(job.key, {}).get("attempts") or 0)
@@ -352,10 +361,10 @@ def run_batch(
     for job in jobs:  # bad weights or config fail the batch before any slide is touched
         plan_run(job.config)
     model_sha = _ModelShas()
-    plans = {job.key: _plan_for(job, overwrite=False) for job in jobs}
+    shas = {job.key: model_sha(_plan_for(job, overwrite=False)) for job in jobs}
     states = {
         job.key: ("duplicate", f"same slide as {job.duplicate_of}") if job.duplicate_of
-        else store_state(job, model_sha(plans[job.key]))
+        else store_state(job, shas[job.key])
         for job in jobs
     }  # fmt: skip
     if options.dry_run:
@@ -366,12 +375,12 @@ def run_batch(
     except OSError as err:
         raise UsageError(f"{out}: cannot create the output folder ({err.strerror})") from err
     table = StatusTable(out)
-    table.update_many(_initial_rows(jobs, states, model_sha, plans), keep_running=True)
+    table.update_many(_initial_rows(jobs, states, shas, table.read()), keep_running=True)
     todo = [j for j in jobs if states[j.key][0] not in ("done", "duplicate")]
-    if todo:
-        _run_jobs(todo, config, options, table, log)
-    rows_now = table.read()
-    rows = [rows_now[j.key] for j in jobs]
+    outcome = _run_jobs(todo, config, options, table, log) if todo else {}
+    on_disk = table.read()
+    # This batch's own outcome of each slide (the table may already show another process's).
+    rows = [outcome.get(j.key) or {**on_disk[j.key], "state": "skipped"} for j in jobs]
     failed = any(r["state"] == "failed" for r in rows)
     result = BatchResult(rows, EXIT_FAILED if failed else EXIT_OK, time.perf_counter() - t0)
     summary = summarize(rows, wall_s=result.wall_s, started_at=started_at,
@@ -383,9 +392,11 @@ def run_batch(
 def _initial_rows(
     jobs: Sequence[SlideJob],
     states: Mapping[str, tuple[str, str]],
-    model_sha: _ModelShas,
-    plans: Mapping[str, RunPlan],
+    shas: Mapping[str, str],
+    existing: Mapping[str, dict[str, Any]],
 ) -> dict[str, dict[str, Any]]:
+    """Status rows before any slide runs: ``pending`` for the work, ``skipped`` for duplicates
+    and for complete stores whose row does not already say so."""
     rows: dict[str, dict[str, Any]] = {}
     for job in jobs:
         state, reason = states[job.key]
@@ -393,7 +404,8 @@ def _initial_rows(
             rows[job.key] = {"state": "skipped", "message": reason, "error_class": None,
                              "slide_sha256": job.sha256}  # fmt: skip
         elif state == "done":
-            rows[job.key] = _skipped_done(job, model_sha(plans[job.key]))
+            if existing.get(job.key, {}).get("state") not in ("done", "skipped"):
+                rows[job.key] = _skipped_done(job, shas[job.key])
         else:
             rows[job.key] = {"state": "pending", "store": str(job.store), "error_class": None,
                              "message": reason or None}  # fmt: skip
@@ -406,8 +418,9 @@ def _run_jobs(
     options: BatchOptions,
     table: StatusTable,
     log: Log,
-) -> None:
-    """The slides that need work, ``slides_at_once`` at a time, on one cluster."""
+) -> dict[str, dict[str, Any]]:
+    """The slides that need work, ``slides_at_once`` at a time, on one cluster; returns the
+    outcome row of each."""
     device = todo[0].config.inference.device
     cluster_cfg = config.cluster
     kind: ClusterKind = "local" if options.shard is not None else options.cluster
@@ -422,14 +435,17 @@ def _run_jobs(
         futures: list[Future] = [pool.submit(runner.run, job) for job in todo]
         done = failed = cells = 0
         t0 = time.perf_counter()
+        outcome: dict[str, dict[str, Any]] = {}
         for future in as_completed(futures):
             row = future.result()
+            outcome[str(row["slide"])] = row
             done += row["state"] in ("done", "skipped")
             failed += row["state"] == "failed"
             cells += int(row["cells"] or 0) if row["state"] == "done" else 0
             rate = cells / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(done=done, failed=failed, cells_per_s=f"{rate:.1f}")
             bar.update(1)
+    return outcome
 
 
 def _print_plan(
