@@ -19,7 +19,6 @@ from leukoscreen.model.errors import LeukoscreenError
 from leukoscreen.pipeline import cli_model
 from leukoscreen.pipeline.cli_options import ConfigOption, MppOption
 from leukoscreen.pipeline.config import load_config, override_flags, to_toml
-from leukoscreen.workflows import cli as cli_batch
 
 app = typer.Typer(
     name="leukoscreen",
@@ -145,7 +144,19 @@ def detect_cmd(
 
 
 cli_model.register(app)
-cli_batch.register(app)
+
+
+def _register_plugins() -> None:
+    """Commands of other leukoscreen packages, found through the ``leukoscreen.commands`` entry
+    points (``leukoscreen batch`` comes from :mod:`leukoscreen.workflows`, which builds on this
+    package: the pipeline never imports it)."""
+    from importlib.metadata import entry_points
+
+    for entry_point in entry_points(group="leukoscreen.commands"):
+        entry_point.load()(app)
+
+
+_register_plugins()
 
 
 CheckpointOption = Annotated[

@@ -373,8 +373,9 @@ def _override_one(obj: Any, parts: list[str], value: Any, where: str, prefix: st
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The config tree as plain nested dicts (for TOML output, store attributes, checkpoints)."""
-    return dataclasses.asdict(config)
+    """The config tree as plain nested dicts and lists, as JSON and TOML hold it (for TOML output,
+    store attributes, checkpoints)."""
+    return dict(json.loads(json.dumps(dataclasses.asdict(config))))
 
 
 def to_toml(config: Any) -> str:

@@ -270,7 +270,7 @@ def test_main_returns_the_exit_code_a_command_asks_for(
 
 
 def test_error_classes_were_found() -> None:
-    assert len(ERROR_CLASSES) == 10
+    assert len(ERROR_CLASSES) == 11
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,85 +34,114 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+_Inputs = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Slide files, folders (searched recursively for slides) or .csv/.tsv manifests "
+        "(column 'slide'; optional 'mpp', 'scale', 'out').",
+        metavar="INPUT...",
+        show_default=False,
+    ),
+]
+
+_Out = Annotated[
+    Path,
+    typer.Option(
+        help="Output folder: one <stem>.leukoscreen.zarr per slide, batch-status.csv, "
+        "batch-summary.json and batch-report.html.",
+        show_default=False,
+    ),
+]
+
+_Cluster = Annotated[
+    str,
+    typer.Option(
+        help="local (embedded Dask LocalCluster), slurm or pbs (dask-jobqueue jobs from "
+        "[cluster.slurm] / [cluster.pbs] of the config)."
+    ),
+]
+
+_Scheduler = Annotated[
+    str | None,
+    typer.Option(help="Address of an existing Dask scheduler (tcp://host:8786) to run on."),
+]
+
+_SchedulerFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="Scheduler file of an existing Dask cluster (dask scheduler --scheduler-file).",
+        dir_okay=False,
+    ),
+]
+
+_Scale = Annotated[
+    int | None, typer.Option(help="Super-resolution factor, 4 or 8 (config: inference.scale).")
+]
+
+_Retries = Annotated[
+    int, typer.Option(min=0, help="Retries of a slide whose worker died under it.")
+]
+
+_Timeout = Annotated[
+    float | None,
+    typer.Option(min=1.0, help="Seconds a slide may take before it is marked failed."),
+]
+
+_Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Redo stores made with another slide, scale, model or config (left alone and "
+        "reported as failed without it).",
+    ),
+]
+
+_Shard = Annotated[
+    str | None,
+    typer.Option(
+        help="I/N: run only shard I of N of the slide list on a local cluster, e.g. "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT in an array job.",
+        show_default=False,
+    ),
+]
+
+_SlidesAtOnce = Annotated[
+    int, typer.Option(min=1, help="Slides in flight together (overlaps their stages).")
+]
+
+_Workers = Annotated[
+    int | None,
+    typer.Option(min=1, help="Worker processes of the embedded Dask cluster (default: auto)."),
+]
+
+_DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Print the job script and the slide plan; run and submit nothing."
+    ),
+]
+
+_Progress = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Show the batch progress bar.")
+]
+
+
 def batch_cmd(
-    inputs: Annotated[
-        list[Path],
-        typer.Argument(
-            help="Slide files, folders (searched recursively for slides) or .csv/.tsv manifests "
-            "(column 'slide'; optional 'mpp', 'scale', 'out').",
-            metavar="INPUT...",
-            show_default=False,
-        ),
-    ],
-    out: Annotated[
-        Path,
-        typer.Option(
-            help="Output folder: one <stem>.leukoscreen.zarr per slide, batch-status.csv, "
-            "batch-summary.json and batch-report.html.",
-            show_default=False,
-        ),
-    ],
-    cluster: Annotated[
-        str,
-        typer.Option(
-            help="local (embedded Dask LocalCluster), slurm or pbs (dask-jobqueue jobs from "
-            "[cluster.slurm] / [cluster.pbs] of the config)."
-        ),
-    ] = "local",
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Address of an existing Dask scheduler (tcp://host:8786) to run on."),
-    ] = None,
-    scheduler_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="Scheduler file of an existing Dask cluster (dask scheduler --scheduler-file).",
-            dir_okay=False,
-        ),
-    ] = None,
-    scale: Annotated[
-        int | None, typer.Option(help="Super-resolution factor, 4 or 8 (config: inference.scale).")
-    ] = None,
+    inputs: _Inputs,
+    out: _Out,
+    cluster: _Cluster = "local",
+    scheduler: _Scheduler = None,
+    scheduler_file: _SchedulerFile = None,
+    scale: _Scale = None,
     mpp: MppOption = None,
-    retries: Annotated[
-        int, typer.Option(min=0, help="Retries of a slide whose worker died under it.")
-    ] = 2,
-    timeout: Annotated[
-        float | None,
-        typer.Option(min=1.0, help="Seconds a slide may take before it is marked failed."),
-    ] = None,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite",
-            help="Redo stores made with another slide, scale, model or config (left alone and "
-            "reported as failed without it).",
-        ),
-    ] = False,
-    shard: Annotated[
-        str | None,
-        typer.Option(
-            help="I/N: run only shard I of N of the slide list on a local cluster, e.g. "
-            "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT in an array job.",
-            show_default=False,
-        ),
-    ] = None,
-    slides_at_once: Annotated[
-        int, typer.Option(min=1, help="Slides in flight together (overlaps their stages).")
-    ] = 2,
-    workers: Annotated[
-        int | None,
-        typer.Option(min=1, help="Worker processes of the embedded Dask cluster (default: auto)."),
-    ] = None,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run", help="Print the job script and the slide plan; run and submit nothing."
-        ),
-    ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show the batch progress bar.")
-    ] = True,
+    retries: _Retries = 2,
+    timeout: _Timeout = None,
+    overwrite: _Overwrite = False,
+    shard: _Shard = None,
+    slides_at_once: _SlidesAtOnce = 2,
+    workers: _Workers = None,
+    dry_run: _DryRun = False,
+    progress: _Progress = True,
     config: ConfigOption = None,
 ) -> None:
     """Run many slides into one folder of stores, with a status table, retries and resume:
