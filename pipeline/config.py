@@ -104,6 +104,30 @@ class OutputConfig:
     overwrite: bool = False
 
 
+def _seconds(text: str) -> float:
+    """A Dask duration ("55m", "1h", "30s") in seconds, 0 for an empty one."""
+    from dask.utils import parse_timedelta
+
+    try:
+        return float(parse_timedelta(text, default="s") or 0) if text else 0.0
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"lifetime: expected a duration like 55m, found {text!r}") from err
+
+
+def _walltime_seconds(text: str) -> float:
+    """A batch walltime ``[D-]HH:MM:SS`` / ``HH:MM`` in seconds."""
+    days, _, clock = text.rpartition("-")
+    try:
+        parts = [int(p) for p in clock.split(":")]
+        seconds = sum(p * 60**k for k, p in enumerate(reversed(parts))) if len(parts) <= 3 else -1
+        seconds += 86400 * int(days or 0)
+    except ValueError:
+        seconds = -1
+    if seconds <= 0:
+        raise ValueError(f"walltime: expected HH:MM:SS, found {text!r}")
+    return float(seconds)
+
+
 @dataclass(frozen=True)
 class JobqueueConfig:
     """One batch-scheduler kind (``[cluster.slurm]`` or ``[cluster.pbs]``) for dask-jobqueue.
@@ -165,6 +189,19 @@ class JobqueueConfig:
             )
         if self.processes > self.cores:
             raise ValueError(f"processes: expected <= cores ({self.cores}), found {self.processes}")
+        if self.gpus > 1 or (self.gpus and self.processes != 1):
+            raise ValueError(
+                f"gpus: expected 0, or 1 with processes = 1 (one GPU worker per job; ask for more "
+                f"jobs for more GPUs), found gpus = {self.gpus}, processes = {self.processes}"
+            )
+        if self.lifetime and _seconds(self.lifetime) + _seconds(self.lifetime_stagger) >= (
+            _walltime_seconds(self.walltime)
+        ):
+            raise ValueError(
+                f"lifetime: expected lifetime + lifetime_stagger < walltime ({self.walltime}), so "
+                f"workers leave before the walltime kills them; found {self.lifetime} + "
+                f"{self.lifetime_stagger}"
+            )
 
 
 @dataclass(frozen=True)

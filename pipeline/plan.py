@@ -20,7 +20,7 @@ from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.config import Config
 from leukoscreen.pipeline.crops import CropGeometry
 from leukoscreen.pipeline.slide import Slide
-from leukoscreen.pipeline.sr_task import ModelSpec
+from leukoscreen.pipeline.sr_task import ModelSpec, describe_model
 
 STORE_SUFFIX = ".leukoscreen.zarr"
 
@@ -185,3 +185,12 @@ def check_distinct_outputs(slides: Sequence[Path], outs: Sequence[Path], *, kind
                 "expected slides with different file names"
             )
         first[out_path] = Path(slide_path)
+
+
+def checkpoint_sha256(plan: RunPlan) -> str:
+    """sha256 of the weights the plan's network loads (loaded once into this process's cache).
+
+    Raises:
+        CheckpointError: no weights for the plan's arch and scale, or a bad checkpoint.
+    """
+    return str(describe_model(plan.spec)["checkpoint_sha256"])

@@ -33,6 +33,8 @@ cores = 1
 processes = 1
 memory = "2GiB"
 walltime = "00:10:00"
+lifetime = "8m"
+lifetime_stagger = "1m"
 interface = "lo"
 python = "{sys.executable}"
 local_directory = "{path.parent / "scratch"}"
@@ -112,15 +114,15 @@ def test_array_job_of_shards_gives_the_same_stores(
 
 
 def test_dry_run_prints_the_slurm_job_script(batch_kit, tmp_path, capsys) -> None:
-    config = slurm_config(batch_kit["x8"], tmp_path / "slurm.toml", "gpu", gpus=2)
+    config = slurm_config(batch_kit["x8"], tmp_path / "slurm.toml", "gpu", gpus=1)
     out = tmp_path / "out"
     status = main(["batch", str(batch_kit["slides"]), "--out", str(out), "--config", str(config),
                    "--cluster", "slurm", "--dry-run"])  # fmt: skip
     assert status == 0
     printed = capsys.readouterr().out
-    for line in ("#SBATCH -p gpu", "#SBATCH --gres=gpu:2", "#SBATCH -t 00:10:00",
-                 "#SBATCH --comment=leukoscreen-test", "--resources GPU=1", "--lifetime 55m",
-                 "--lifetime-stagger 4m"):  # fmt: skip
+    for line in ("#SBATCH -p gpu", "#SBATCH --gres=gpu:1", "#SBATCH -t 00:10:00",
+                 "#SBATCH --comment=leukoscreen-test", "--resources GPU=1", "--lifetime 8m",
+                 "--lifetime-stagger 1m"):  # fmt: skip
         assert line in printed, line
     assert printed.count("run ") == len(BATCH_CROPS)  # the plan: every slide would run
     assert not out.exists()  # nothing written, nothing submitted

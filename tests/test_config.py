@@ -438,3 +438,24 @@ def test_to_toml_escapes_control_characters() -> None:
 def test_to_toml_output_loads_from_a_file(tmp_path: Path) -> None:
     config = override(Config(), **{"inference.scale": 4, "train.epochs": 3})
     assert load_config(_write(tmp_path, to_toml(config))) == config
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            'walltime = "00:10:00"',
+            "key 'cluster.slurm.lifetime': expected lifetime + lifetime_stagger",
+        ),
+        ("gpus = 2", "key 'cluster.slurm.gpus': expected 0, or 1 with processes = 1"),
+        ('walltime = "soon"', "key 'cluster.slurm.walltime': expected HH:MM:SS"),
+        ("minimum_jobs = 5", "key 'cluster.slurm.minimum_jobs': expected <= maximum_jobs (4)"),
+        ('job_extra_directives = "--qos=low"', "expected an array, found str"),
+    ],
+)
+def test_bad_jobqueue_section_names_the_key(tmp_path: Path, section: str, expected: str) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(f"[cluster.slurm]\n{section}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert expected in str(info.value) and str(path) in str(info.value)

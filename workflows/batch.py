@@ -45,10 +45,16 @@ from tqdm import tqdm
 
 from leukoscreen.model.errors import OutputError, StoreLockedError, UsageError
 from leukoscreen.pipeline.config import Config, override, to_dict
-from leukoscreen.pipeline.plan import STORE_SUFFIX, RunPlan, check_distinct_outputs, plan_run
+from leukoscreen.pipeline.plan import (
+    STORE_SUFFIX,
+    RunPlan,
+    check_distinct_outputs,
+    checkpoint_sha256,
+    plan_run,
+)
 from leukoscreen.pipeline.run import run_locked
 from leukoscreen.pipeline.slide import header_sha256
-from leukoscreen.pipeline.sr_task import ModelSpec, describe_model
+from leukoscreen.pipeline.sr_task import ModelSpec
 from leukoscreen.pipeline.store import is_store, read_attrs
 from leukoscreen.pipeline.store_lock import WriterLock
 from leukoscreen.workflows.clusters import ClusterKind, job_script, open_batch_client
@@ -213,7 +219,7 @@ class _ModelShas:
     def __call__(self, plan: RunPlan) -> str:
         with self._lock:
             if plan.spec not in self._shas:
-                self._shas[plan.spec] = str(describe_model(plan.spec)["checkpoint_sha256"])
+                self._shas[plan.spec] = checkpoint_sha256(plan)
             return self._shas[plan.spec]
 
 
