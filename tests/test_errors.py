@@ -16,6 +16,7 @@ from leukoscreen.model.errors import (
     OutputError,
     OutputExistsError,
     SlideReadError,
+    SlideTimeoutError,
     StoreLockedError,
     UsageError,
 )
@@ -31,6 +32,7 @@ BUILTIN_OF = {
     CheckpointError: OSError,
     DataError: ValueError,
     StoreLockedError: OSError,
+    SlideTimeoutError: TimeoutError,
 }
 
 
