@@ -16,7 +16,7 @@ import typer
 
 from leukoscreen.model import __version__
 from leukoscreen.model.errors import LeukoscreenError
-from leukoscreen.pipeline import cli_model
+from leukoscreen.pipeline import cli_export, cli_model, cli_review
 from leukoscreen.pipeline.cli_options import ConfigOption, MppOption
 from leukoscreen.pipeline.config import load_config, override_flags, to_toml
 
@@ -144,6 +144,8 @@ def detect_cmd(
 
 
 cli_model.register(app)
+cli_review.register(app)
+cli_export.register(app)
 
 
 def _register_plugins() -> None:
