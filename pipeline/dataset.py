@@ -1,4 +1,11 @@
-"""A torch ``Dataset`` over a leukoscreen store, for classifiers of the super-resolved cells.
+"""A torch ``Dataset`` over leukoscreen stores, for classifiers of the super-resolved cells.
+
+:class:`CellDataset` indexes the cells of one or several complete stores as one sequence (store
+by store, in cell-id order). Each store's Zarr arrays are opened lazily, in the process that
+first reads an item, and never pickled: a ``DataLoader`` with worker processes gets a dataset
+of paths and tables, and each worker opens its own readers, under both the ``fork`` and the
+``spawn`` start methods (``tests/test_store.py``). :func:`~leukoscreen.pipeline.store.open_cells`
+stays the lazy dask view of one store.
 
 Kept apart from :mod:`leukoscreen.pipeline.store` so that the run's driver process, which only
 writes stores, never imports torch.
@@ -6,6 +13,8 @@ writes stores, never imports torch.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +26,7 @@ from torch.utils.data import Dataset
 from leukoscreen.pipeline.store import open_cells, read_attrs, read_table
 
 
-class CellDataset(Dataset[dict[str, Any]]):
+class StoreCells:
     """The cells of one complete store, one item per cell, read chunk by chunk.
 
     Items are dicts of tensors:
@@ -92,3 +101,73 @@ class CellDataset(Dataset[dict[str, Any]]):
         for name, column in self.table.items():
             item[name] = torch.as_tensor(column[index])
         return item
+
+
+Transform = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class CellDataset(Dataset[dict[str, Any]]):
+    """The cells of one or several complete stores as one indexed sequence.
+
+    Item ``i`` is the cell of :class:`StoreCells` (tensors: ``sr``, ``parsing`` when the store
+    has parsing maps, ``lr``, ``cell_id`` and every table column) plus ``slide`` (the slide's
+    file name, a string) and ``store`` (the store's index in ``paths``, an int64 tensor), passed
+    through ``transform`` when one is given. The default ``DataLoader`` collation turns
+    ``slide`` into a list of strings.
+
+    Args:
+        paths: one store, or a sequence of stores (indexed in this order).
+        transform: a function of the item dict returning the item dict (picklable, e.g. a
+            module-level function, for ``spawn`` workers).
+
+    Raises:
+        OutputError: a path is not a leukoscreen store, or not complete.
+    """
+
+    def __init__(
+        self, paths: Path | str | Sequence[Path | str], *, transform: Transform | None = None
+    ) -> None:
+        many = [paths] if isinstance(paths, str | Path) else list(paths)
+        self.stores = [StoreCells(p) for p in many]
+        self.transform = transform
+        self._ends = np.cumsum([len(s) for s in self.stores]).tolist()
+        self._slides = [Path(s.attrs["slide"]["path"]).name for s in self.stores]
+
+    @property
+    def path(self) -> Path:
+        """The first store (the one store of a single-store dataset)."""
+        return self.stores[0].path
+
+    @property
+    def table(self) -> dict[str, np.ndarray]:
+        """The first store's table (the table of a single-store dataset)."""
+        return self.stores[0].table
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The first store's attributes."""
+        return self.stores[0].attrs
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if self._ends else 0
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(store index, cell index in that store)`` of item ``index`` (negative counts back).
+
+        Raises:
+            IndexError: out of range.
+        """
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"cell index {index} out of range for {n} cells")
+        index %= n
+        store = bisect.bisect_right(self._ends, index)
+        start = self._ends[store - 1] if store else 0
+        return store, index - start
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        store, local = self.locate(index)
+        item = self.stores[store][local]
+        item["slide"] = self._slides[store]
+        item["store"] = torch.tensor(store, dtype=torch.int64)
+        return self.transform(item) if self.transform is not None else item

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -382,6 +383,54 @@ def test_cell_dataset_items(tmp_path: Path) -> None:
     loader = torch.utils.data.DataLoader(dataset, batch_size=4)
     first = next(iter(loader))
     assert first["sr"].shape == (4, 3, H, H) and first["cell_id"].tolist() == [0, 1, 2, 3]
+
+
+def _three_stores(tmp_path: Path) -> list[Path]:
+    """Complete stores of 10, 3 and 7 cells for slides a.svs, b.svs, c.svs."""
+    paths = []
+    for name, n in (("a", 10), ("b", 3), ("c", 7)):
+        identity = dataclasses.replace(IDENTITY, slide_path=f"/slides/{name}.svs")
+        (tmp_path / name).mkdir()
+        path = new_store(tmp_path / name, n, identity)
+        fill(path, n)
+        store.CellStore.open(path).finalize(timings={})
+        paths.append(path)
+    return paths
+
+
+def test_cell_dataset_over_several_stores(tmp_path: Path) -> None:
+    dataset = CellDataset(_three_stores(tmp_path))
+    assert len(dataset) == 20
+    assert [dataset.locate(i) for i in (0, 9, 10, 12, 13, 19, -1)] == [
+        (0, 0), (0, 9), (1, 0), (1, 2), (2, 0), (2, 6), (2, 6)
+    ]  # fmt: skip
+    item = dataset[11]  # store b, its cell 1 (batch 0, offset 1)
+    assert (item["slide"], int(item["store"]), int(item["cell_id"])) == ("b.svs", 1, 1)
+    np.testing.assert_array_equal(item["sr"].numpy(), batch_pixels(0, 3)[0][1].transpose(2, 0, 1))
+    with pytest.raises(IndexError, match="out of range for 20 cells"):
+        dataset[20]
+
+
+def _flip(item: dict) -> dict:
+    """A transform (module level: picklable for spawn workers)."""
+    item["sr"] = item["sr"].flip(-1)
+    return item
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_cell_dataset_in_dataloader_workers(tmp_path: Path, start_method: str) -> None:
+    dataset = CellDataset(_three_stores(tmp_path), transform=_flip)
+    next(iter(dataset.stores[0][0].values()))  # readers opened in the parent before forking
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=3, num_workers=2, multiprocessing_context=start_method,
+        timeout=60,  # a deadlocked worker fails the test instead of hanging it
+    )  # fmt: skip
+    seen = [(s, int(c)) for batch in loader for s, c in zip(batch["slide"], batch["cell_id"],
+                                                           strict=True)]  # fmt: skip
+    expected = [("a.svs", i) for i in range(10)] + [("b.svs", i) for i in range(3)]
+    assert seen == expected + [("c.svs", i) for i in range(7)]
+    first = next(iter(loader))["sr"][0].numpy()
+    np.testing.assert_array_equal(first, dataset.stores[0][0]["sr"].flip(-1).numpy())
 
 
 def test_cell_dataset_refuses_an_incomplete_store(tmp_path: Path) -> None:
