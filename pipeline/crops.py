@@ -158,3 +158,33 @@ def trim_margin(images: np.ndarray, trim_px: int) -> np.ndarray:
     if images.shape[1] <= 2 * trim_px or images.shape[2] <= 2 * trim_px:
         raise ValueError(f"cannot trim {trim_px} px from each side of images {images.shape}")
     return images[:, trim_px:-trim_px, trim_px:-trim_px]
+
+
+def sr_to_slide(
+    points_rc: np.ndarray, *, row: float, col: float, geometry: CropGeometry
+) -> np.ndarray:
+    """Map positions in one cell's super-resolved image to level-0 slide positions.
+
+    The cell's SR image is its LR core (``core_px`` slide pixels from ``core_row0``, see the
+    module docstring) at ``scale`` HR pixels per slide pixel, margin already trimmed. HR pixel
+    ``i`` therefore covers slide rows ``[core_row0 + i / scale, core_row0 + (i + 1) / scale)``;
+    with pixel centres at integer positions on both sides (``docs/store-format.md``)::
+
+        slide_row = core_row0 + (i + 0.5) / scale - 0.5
+
+    Args:
+        points_rc: (K, 2) float (row, col) positions in the SR image, HR pixels (pixel centres at
+            integers, e.g. from ``skimage.measure.find_contours``).
+        row: the cell's centre row in the cell table, level-0 pixels.
+        col: the cell's centre column, level-0 pixels.
+        geometry: the store's crop geometry (``scale``, ``hr_size_px``).
+
+    Returns:
+        (K, 2) float64 (row, col) level-0 positions, pixel centres at integers.
+    """
+    points = np.asarray(points_rc, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"points_rc must have shape (K, 2), got {points.shape}")
+    row0, col0 = crop_origins(np.array([row]), np.array([col]), size_px=geometry.core_px)
+    origin = np.array([row0[0], col0[0]], dtype=np.float64)
+    return origin + (points + 0.5) / geometry.scale - 0.5

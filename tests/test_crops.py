@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leukoscreen.pipeline.crops import CropGeometry, crop_origins, read_crops, trim_margin
+from leukoscreen.pipeline.crops import (
+    CropGeometry,
+    crop_origins,
+    read_crops,
+    sr_to_slide,
+    trim_margin,
+)
 from leukoscreen.pipeline.slide import Slide
 
 
@@ -107,3 +113,18 @@ def test_read_crops_from_svs_equals_the_drawn_pixels(svs_slide) -> None:
     # the cell at row 2985 of 3000 reaches past the bottom edge: those rows are white
     border = int(np.argmax(rows))
     assert (crops[border, -3:] == 255).all()
+
+
+def test_sr_to_slide_puts_each_hr_block_on_its_core_pixel() -> None:
+    # x4, 16 HR px = a 4 px core; cell at (10.2, 20.7): core from floor(10.7) - 2 = 8 and
+    # floor(21.2) - 2 = 19, the same first core pixel as the LR crop read with its margin.
+    geometry = CropGeometry(scale=4, hr_size_px=16, margin_px=1)
+    read_row0, read_col0 = crop_origins(np.array([10.2]), np.array([20.7]), size_px=4, margin_px=1)
+    assert (read_row0[0] + 1, read_col0[0] + 1) == (8, 19)
+    points = np.array([[1.5, 1.5], [0.0, 0.0], [15.5, -0.5], [13.5, 5.5]])
+    slide = sr_to_slide(points, row=10.2, col=20.7, geometry=geometry)
+    # HR pixels 0..3 form slide pixel 8 (centre of the block -> 8.0); HR edges fall on slide
+    # edges: HR 15.5 (the image's last edge) is slide 11.5, the core's last edge.
+    np.testing.assert_allclose(slide, [[8.0, 19.0], [7.625, 18.625], [11.5, 18.5], [11.0, 20.0]])
+    with pytest.raises(ValueError, match=r"\(K, 2\)"):
+        sr_to_slide(np.zeros(3), row=1.0, col=1.0, geometry=geometry)
