@@ -13,7 +13,8 @@ Variants:
 * ``bf16_cl``: eager, weights and input in ``channels_last``, ``torch.autocast(bfloat16)`` -- what
   ``leukoscreen.model.inference`` uses on CPUs with AMX/AVX-512 bf16 and on CUDA;
 * ``gpsft_x4_bf16_cl``, ``gpsft_x8_bf16_cl``: GP-SFT (``leukoscreen.model.gpsft``) at x4 and
-  x8 the same way, on the LR Y, Cb, Cr it reads (56 x 56 and 28 x 28 for a 224 x 224 cell);
+  x8 the same way, on the LR Y, Cb, Cr it reads (56 x 56 and 28 x 28 for a 224 x 224 cell), with
+  the HR parsing refiner the shipped weights have;
   ``ratio_gpsft_x*_vs_bf16_cl`` is its speed-up over the paper's GP in the same run;
 * ``bf16_cl_compiled`` (``--compile``): the same under ``torch.compile`` (inductor); its compile
   time shows in ``first_call_s`` (each new batch size compiles again).
@@ -69,7 +70,8 @@ def make_variants(
 
     variants: dict[str, Callable[[torch.Tensor], Any]] = {"fp32": fp32, "bf16_cl": bf16_cl}
     for scale in (4, 8):
-        sft = build_network("gpsft", scale=scale).to(device).eval()
+        # as shipped: with the HR parsing refiner (model/weights/manifest.json, arch_kwargs)
+        sft = build_network("gpsft", scale=scale, refine_widths=(16, 32, 48)).to(device).eval()
         sft = sft.to(memory_format=torch.channels_last)
 
         def gpsft_bf16_cl(x: torch.Tensor, model: Any = sft, step: int = scale) -> Any:
