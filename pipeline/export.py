@@ -77,14 +77,9 @@ class ExportSummary:
 def default_export_path(store: Path, to: ExportFormat) -> Path:
     """``<folder of store>/<stem><suffix>``, the stem being the store's name without
     ``.leukoscreen.zarr`` (or ``.zarr``)."""
-    from leukoscreen.pipeline.plan import STORE_SUFFIX
+    from leukoscreen.pipeline.plan import store_stem
 
-    name = Path(store).name
-    for suffix in (STORE_SUFFIX, ".zarr"):
-        if name.endswith(suffix) and len(name) > len(suffix):
-            name = name[: -len(suffix)]
-            break
-    return Path(store).parent / f"{name}{SUFFIXES[to]}"
+    return Path(store).parent / f"{store_stem(store)}{SUFFIXES[to]}"
 
 
 def export_store(

@@ -25,6 +25,16 @@ from leukoscreen.pipeline.sr_task import ModelSpec, describe_model
 STORE_SUFFIX = ".leukoscreen.zarr"
 
 
+def store_stem(store: Path) -> str:
+    """A store's name without ``.leukoscreen.zarr`` (or ``.zarr``): the stem its exports and
+    review page are named by."""
+    name = Path(store).name
+    for suffix in (STORE_SUFFIX, ".zarr"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """What every slide of one invocation shares, built once by :func:`plan_run`.

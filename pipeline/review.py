@@ -50,7 +50,7 @@ from zarr.errors import NodeNotFoundError
 from leukoscreen.model.errors import OutputError, UsageError
 from leukoscreen.model.imresize import imresize
 from leukoscreen.model.inference import PARSING_COLOURS
-from leukoscreen.pipeline.plan import STORE_SUFFIX
+from leukoscreen.pipeline.plan import store_stem
 from leukoscreen.pipeline.review_page import (
     CellImages,
     ReviewPage,
@@ -270,12 +270,7 @@ def load_page(
 
 def default_page(store: Path) -> Path:
     """``<folder of the store>/<store name without .leukoscreen.zarr>.review.html``."""
-    name = Path(store).name
-    for suffix in (STORE_SUFFIX, ".zarr"):
-        if name.endswith(suffix) and len(name) > len(suffix):
-            name = name[: -len(suffix)]
-            break
-    return Path(store).parent / f"{name}{PAGE_SUFFIX}"
+    return Path(store).parent / f"{store_stem(store)}{PAGE_SUFFIX}"
 
 
 def page_paths(stores: Sequence[Path], out: Path | None) -> list[Path]:

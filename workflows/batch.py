@@ -244,16 +244,14 @@ def _one_line(err: BaseException) -> str:
 class _SlideRunner:
     """Runs the slides of one batch on one client (shared by the batch's threads)."""
 
-    def __init__(
-        self, client: Client | None, table: StatusTable, options: BatchOptions, log: Log
-    ) -> None:
+    def __init__(self, client: Client, table: StatusTable, options: BatchOptions, log: Log) -> None:
         self.client = client
         self.table = table
         self.options = options
         self.log = log
         self.model_sha = _ModelShas()
         self.host = f"{socket.gethostname()}:{os.getpid()}"
-        self.worker = str(getattr(client.scheduler, "address", "")) if client else ""
+        self.worker = str(getattr(client.scheduler, "address", ""))
 
     def claim(self, job: SlideJob) -> WriterLock:
         """The slide's claim; waits while another live process holds it."""
@@ -309,7 +307,6 @@ class _SlideRunner:
                 worker=self.worker, started_at=_now(), ended_at=None,
             )  # fmt: skip
             try:
-                assert self.client is not None
                 summary = run_locked(
                     self.client, job.slide, plan, job.store, progress=False, log=self.log,
                     timeout_s=self.options.timeout_s,
