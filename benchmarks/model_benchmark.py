@@ -16,8 +16,14 @@ Variants:
   x8 the same way, on the LR Y, Cb, Cr it reads (56 x 56 and 28 x 28 for a 224 x 224 cell), with
   the HR parsing refiner the shipped weights have;
   ``ratio_gpsft_x*_vs_bf16_cl`` is its speed-up over the paper's GP in the same run;
-* ``bf16_cl_compiled`` (``--compile``): the same under ``torch.compile`` (inductor); its compile
-  time shows in ``first_call_s`` (each new batch size compiles again).
+* ``bf16_cl_compiled``, ``gpsft_x*_bf16_cl_compiled`` (``--compile``): the same under
+  ``torch.compile`` (inductor); its compile time shows in ``first_call_s`` (each new batch size
+  compiles again).
+
+``--flops`` counts each network's forward FLOPs per cell with ``torch.utils.flop_counter``
+(convolutions and matrix products, 2 FLOPs per multiply-add; element-wise work not counted) and,
+with ``--peak-tflops`` (the card's dense bf16 peak from its datasheet), reports each variant's
+achieved TFLOP/s and its share of that peak.
 
 Usage::
 
@@ -69,6 +75,7 @@ def make_variants(
             return cl_model(x.contiguous(memory_format=torch.channels_last))
 
     variants: dict[str, Callable[[torch.Tensor], Any]] = {"fp32": fp32, "bf16_cl": bf16_cl}
+    sft_models: dict[int, Any] = {}
     for scale in (4, 8):
         # as shipped: with the HR parsing refiner (model/weights/manifest.json, arch_kwargs)
         sft = build_network("gpsft", scale=scale, refine_widths=(16, 32, 48)).to(device).eval()
@@ -80,6 +87,7 @@ def make_variants(
                 return model(lr)
 
         variants[f"gpsft_x{scale}_bf16_cl"] = gpsft_bf16_cl
+        sft_models[scale] = sft
     if compile_model:
         compiled = torch.compile(cl_model)
 
@@ -88,7 +96,52 @@ def make_variants(
                 return compiled(x.contiguous(memory_format=torch.channels_last))
 
         variants["bf16_cl_compiled"] = bf16_cl_compiled
+        for scale, sft in sft_models.items():
+            sft_compiled = torch.compile(sft)
+
+            def gpsft_compiled(
+                x: torch.Tensor, model: Any = sft_compiled, step: int = scale
+            ) -> Any:
+                lr = x[:, :, ::step, ::step].contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    return model(lr)
+
+            variants[f"gpsft_x{scale}_bf16_cl_compiled"] = gpsft_compiled
     return variants
+
+
+def network_of(variant: str) -> str:
+    """The network a variant runs: ``gp``, ``gpsft_x4`` or ``gpsft_x8``."""
+    return variant[: len("gpsft_x4")] if variant.startswith("gpsft") else "gp"
+
+
+def flops_per_cell() -> dict[str, float]:
+    """Forward FLOPs of one 224 x 224 cell per network, counted on the CPU in fp32."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    channels = 3 if design_kwargs("gp").get("prior_input") == "ycbcr" else 1
+    networks = {"gp": (build_network("gp", scale=8, **design_kwargs("gp")), 1)}
+    for scale in (4, 8):
+        sft = build_network("gpsft", scale=scale, refine_widths=(16, 32, 48))
+        networks[f"gpsft_x{scale}"] = (sft, scale)
+    counts = {}
+    for name, (model, step) in networks.items():
+        x = torch.rand(1, channels if name == "gp" else 3, SIDE_PX // step, SIDE_PX // step)
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            model.eval()(x)
+        counts[name] = float(counter.get_total_flops())
+    return counts
+
+
+def add_throughput(results: list[dict[str, Any]], flops: dict[str, float], peak: float) -> None:
+    """Achieved TFLOP/s of every variant (and share of ``peak`` TFLOP/s when given)."""
+    for result in results:
+        for name, entry in list(result.items()):
+            if isinstance(entry, dict) and "cells_per_s" in entry:
+                tflops = entry["cells_per_s"] * flops[network_of(name)] / 1e12
+                entry["tflop_per_s"] = round(tflops, 2)
+                if peak:
+                    entry["share_of_peak"] = round(tflops / peak, 4)
 
 
 @torch.inference_mode()
@@ -158,6 +211,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per variant")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    parser.add_argument("--flops", action="store_true", help="count FLOPs per cell")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=0.0, help="dense bf16 peak of the card, TFLOP/s"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,8 +226,13 @@ def main(argv: list[str] | None = None) -> None:
         bench_batch(variants, b, device=device, warmup=args.warmup, repeats=args.repeats)
         for b in batch_sizes
     ]
+    flops = flops_per_cell() if args.flops else {}
+    if flops:
+        add_throughput(results, flops, args.peak_tflops)
     report = {
         "benchmark": "GP forward, 1x224x224 luminance, cells/s",
+        "gflop_per_cell": {k: round(v / 1e9, 3) for k, v in flops.items()},
+        "peak_tflops": args.peak_tflops or None,
         "device": str(device),
         "device_name": (
             torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()

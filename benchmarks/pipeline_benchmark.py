@@ -249,8 +249,11 @@ def model_only(store: Path, config: Config, checkpoint: str, threads: int) -> di
 
     torch.set_num_threads(threads)
     inference = config.inference
-    upscaler = load_upscaler(inference.arch, inference.scale, checkpoint=checkpoint,
-                             device=inference.device, precision=inference.precision)  # fmt: skip
+    upscaler = load_upscaler(
+        inference.arch, inference.scale, checkpoint=checkpoint, device=inference.device,
+        precision=inference.precision, compile=inference.compile,
+        batch_bucket=inference.batch_size,
+    )  # fmt: skip
     cells = open_cells(store)
     lr = cells.lr
     n = int(lr.shape[0])
@@ -258,7 +261,7 @@ def model_only(store: Path, config: Config, checkpoint: str, threads: int) -> di
         return {"model_only_cells_per_s": 0.0, "model_only_s": 0.0}
     geometry = plan_run(config).geometry
     per_call = 0 if str(upscaler.device).startswith("cuda") else config.cluster.cpu_cells_per_call
-    upscaler.upscale(np.asarray(lr[:1]))  # warm-up, as a worker's first batch
+    upscaler.upscale(np.asarray(lr[: inference.batch_size]))  # warm-up (and compile), as a worker
     seconds = 0.0
     for start in range(0, n, inference.batch_size):
         batch = np.asarray(lr[start : start + inference.batch_size])
@@ -307,11 +310,12 @@ def main() -> None:
     run_s = time.perf_counter() - t0
     sampler.stop()
 
-    from leukoscreen.pipeline.cluster import available_cores, count_gpus, size_local_cluster
+    from leukoscreen.pipeline.cluster import available_cores, plan_local_workers, visible_gpus
 
-    n_workers, threads = size_local_cluster(
-        config.cluster, n_gpus=count_gpus(config.inference.device), cores=available_cores()
+    plans = plan_local_workers(
+        config.cluster, gpus=visible_gpus(config.inference.device), cores=available_cores()
     )
+    n_workers, threads = len(plans), plans[0].nthreads
     speed = model_only(store, config, checkpoint, threads)
     end_to_end = summary.n_cells / run_s if run_s else 0.0
     sr_stage = summary.n_cells / summary.sr_s if summary.sr_s else 0.0

@@ -19,6 +19,7 @@ Scale = Literal[4, 8]
 """The super-resolution factors: the paper's x4 and x8, the only ones with shipped weights."""
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "bf16", "fp32"]
+CompileMode = Literal["auto", "on", "off"]
 
 ARCHS: tuple[str, ...] = get_args(Arch)
 SCALES: tuple[int, ...] = get_args(Scale)
@@ -125,6 +126,9 @@ class InferenceConfig:
         device: ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
         precision: ``auto``, ``bf16`` or ``fp32``.
         checkpoint: path of a checkpoint to use instead of the shipped weights; empty for shipped.
+        compile: ``torch.compile`` the network: ``auto`` (on CUDA; the CPU's compile takes
+            minutes per shape), ``on`` or ``off``. A compiled network gets every SR batch
+            padded to ``batch_size`` cells, so it compiles once per worker.
     """
 
     arch: InferenceArch = "default"
@@ -135,6 +139,7 @@ class InferenceConfig:
     device: Device = "auto"
     precision: Precision = "auto"
     checkpoint: str = ""
+    compile: CompileMode = "auto"
 
     def __post_init__(self) -> None:
         _check_at_least(self, 1, ("batch_size", "hr_size_px"))

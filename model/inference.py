@@ -35,7 +35,8 @@ from leukoscreen.model.device import (
     run_network,
 )
 from leukoscreen.model.errors import CheckpointError, UsageError
-from leukoscreen.model.imresize import imresize, rgb2ycbcr, ycbcr2rgb
+from leukoscreen.model.gpsft import BicubicUp
+from leukoscreen.model.imresize import YCBCR_MATRIX, YCBCR_OFFSET, imresize, rgb2ycbcr, ycbcr2rgb
 
 MIN_LR_SIDE_PX = 4  # smaller crops carry no structure to super-resolve
 PARSING_COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], dtype=np.uint8)
@@ -52,7 +53,14 @@ class Upscaler:
         checkpoint_sha256: sha256 of the weights file ('' for bicubic).
         device: torch device the network runs on.
         precision: ``bf16`` or ``fp32``.
-        model: the network in eval mode (None for bicubic).
+        model: the network in eval mode (None for bicubic), compiled when ``compiled``.
+        colour_on_device: do the colour conversion and the bicubic chroma up-sampling in torch on
+            the network's device (float32) instead of in numpy (float64) on the host; on by
+            default on CUDA, where the host would be the slow stage.
+        batch_bucket: pad every network call to a multiple of this many crops, so that the
+            network only ever sees a fixed batch shape (what ``torch.compile`` needs to compile
+            once); 0 feeds the crops as given.
+        compiled: whether ``model`` went through ``torch.compile``.
     """
 
     arch: str
@@ -61,6 +69,9 @@ class Upscaler:
     device: torch.device
     precision: str
     model: nn.Module | None = field(default=None, repr=False)
+    colour_on_device: bool = False
+    batch_bucket: int = 0
+    compiled: bool = False
 
     @property
     def has_prior(self) -> bool:
@@ -101,6 +112,8 @@ class Upscaler:
                 empty,
                 None if empty is None else empty.astype(np.float32),
             )
+        if self.colour_on_device and self.model is not None:
+            return self._upscale_on_device(lr)
         ycc = rgb2ycbcr(lr.astype(np.float64) / 255.0)  # (N, h, w, 3)
         stacked = ycc.transpose(1, 2, 0, 3).reshape(h, w, n * 3)  # resize all planes at once
         up = imresize(stacked, float(s)).reshape(h * s, w * s, n, 3).transpose(2, 0, 1, 3)
@@ -116,20 +129,86 @@ class Upscaler:
             else:
                 source = (ycc[..., 0] if kind == "lr" else up[..., 0])[:, None]
             x = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)).to(self.device)
-            sr, logits = run_network(self.model, x, device=self.device, precision=self.precision)
+            sr, logits = self._forward(x)
             y = sr.float()[:, 0].cpu().numpy()
             if logits is not None:
-                parsing = parsing_labels(logits).cpu().numpy()
-                probabilities = torch.sigmoid(logits.float())
-                share = probabilities.amax(dim=1) / probabilities.sum(dim=1)
-                confidence = share.cpu().numpy().astype(np.float32)
+                labels, share = _labels_and_confidence(logits)
+                parsing, confidence = labels.cpu().numpy(), share.cpu().numpy()
         out = ycbcr2rgb(np.concatenate([y[..., None], up[..., 1:]], axis=-1))
         return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8), parsing, confidence
 
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network on ``x``, in calls of exactly ``batch_bucket`` crops when it is set (the
+        last call padded with copies of the last crop, their outputs dropped)."""
+        assert self.model is not None
+        bucket = self.batch_bucket
+        if bucket <= 0 or len(x) == bucket:
+            return run_network(self.model, x, device=self.device, precision=self.precision)
+        srs, all_logits = [], []
+        for start in range(0, len(x), bucket):
+            part = x[start : start + bucket]
+            real = len(part)
+            if real < bucket:
+                part = torch.cat([part, part[-1:].expand(bucket - real, *part.shape[1:])])
+            sr, logits = run_network(self.model, part, device=self.device, precision=self.precision)
+            srs.append(sr[:real])
+            if logits is not None:
+                all_logits.append(logits[:real])
+        return torch.cat(srs), torch.cat(all_logits) if all_logits else None
 
-def _bind(loaded: LoadedWeights, device: str, precision: str) -> Upscaler:
+    def _upscale_on_device(
+        self, lr: NDArray[np.uint8]
+    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None, NDArray[np.float32] | None]:
+        """:meth:`upscale_maps` with the colour handling in torch on ``self.device``: the uint8
+        crops go over (pinned, asynchronously on CUDA), uint8 images and labels come back."""
+        host = torch.from_numpy(np.ascontiguousarray(lr))
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        rgb = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
+        matrix = torch.as_tensor(YCBCR_MATRIX, dtype=torch.float32, device=self.device)
+        offset = torch.as_tensor(YCBCR_OFFSET, dtype=torch.float32, device=self.device)
+        ycc = torch.einsum("kc,nchw->nkhw", matrix, rgb) + offset[:, None, None]
+        up = _bicubic_up(self.scale, ycc)  # (N, 3, H, W)
+        kind = getattr(self.model, "input_kind", "upsampled")
+        source = {"upsampled_ycbcr": up, "lr_ycbcr": ycc, "lr": ycc[:, :1]}.get(kind, up[:, :1])
+        sr, logits = self._forward(source.contiguous())
+        ycc_out = torch.cat([sr.float()[:, :1], up[:, 1:]], dim=1) - offset[:, None, None]
+        out = torch.einsum("kc,nchw->nkhw", torch.linalg.inv(matrix), ycc_out)
+        image = (out * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        if logits is None:
+            return image.cpu().numpy(), None, None
+        labels, share = _labels_and_confidence(logits)
+        return image.cpu().numpy(), labels.cpu().numpy(), share.cpu().numpy()
+
+
+_BICUBIC: dict[int, BicubicUp] = {}
+
+
+def _bicubic_up(scale: int, x: torch.Tensor) -> torch.Tensor:
+    """MATLAB-style bicubic up-sampling in torch (:class:`~leukoscreen.model.gpsft.BicubicUp`,
+    its matrices kept per size and device)."""
+    if scale not in _BICUBIC:
+        _BICUBIC[scale] = BicubicUp(scale)
+    return _BICUBIC[scale](x)
+
+
+def _labels_and_confidence(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Parsing labels (N, H, W) uint8 and the pixel confidence (N, H, W) float32: the winning
+    class's share of the three sigmoid probabilities."""
+    probabilities = torch.sigmoid(logits.float())
+    share = probabilities.amax(dim=1) / probabilities.sum(dim=1)
+    return parsing_labels(logits), share.float()
+
+
+def _bind(
+    loaded: LoadedWeights, device: str, precision: str, compile: str = "off", batch_bucket: int = 0
+) -> Upscaler:
     dev = resolve_device(device)
     model = channels_last(loaded.model.to(dev)).eval()
+    compiled = compile == "on" or (compile == "auto" and dev.type == "cuda")
+    if compiled:
+        # one graph per input shape: batches are padded to batch_bucket, crops share one size
+        model = torch.compile(model, dynamic=False)  # type: ignore[assignment]
     return Upscaler(
         arch=loaded.arch,
         scale=loaded.scale,
@@ -137,14 +216,26 @@ def _bind(loaded: LoadedWeights, device: str, precision: str) -> Upscaler:
         device=dev,
         precision=resolve_precision(precision, dev),
         model=model,
+        colour_on_device=dev.type == "cuda",
+        batch_bucket=batch_bucket if compiled else 0,
+        compiled=compiled,
     )
 
 
 def load_pretrained(
-    arch: str = "default", scale: int = 8, *, device: str = "auto", precision: str = "auto"
+    arch: str = "default",
+    scale: int = 8,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    compile: str = "off",
+    batch_bucket: int = 0,
 ) -> Upscaler:
     """The shipped network ``arch`` at ``scale`` (``bicubic`` needs no weights; ``default`` is
     :data:`~leukoscreen.model.config.DEFAULT_ARCH`).
+
+    ``compile`` (``off``, ``on``, or ``auto``: on CUDA only) puts the network through
+    ``torch.compile``; a compiled network is fed batches padded to ``batch_bucket`` crops.
 
     Raises:
         UsageError: unknown arch or scale.
@@ -160,7 +251,7 @@ def load_pretrained(
         dev = resolve_device(device)
         return Upscaler("bicubic", scale, "", dev, resolve_precision(precision, dev))
     path, sha = shipped_weights_path(arch, scale)
-    return _bind(load_weights(path, expected_sha256=sha), device, precision)
+    return _bind(load_weights(path, expected_sha256=sha), device, precision, compile, batch_bucket)
 
 
 def load_checkpoint(
@@ -170,8 +261,11 @@ def load_checkpoint(
     precision: str = "auto",
     expected_arch: str | None = None,
     expected_scale: int | None = None,
+    compile: str = "off",
+    batch_bucket: int = 0,
 ) -> Upscaler:
-    """A network from any leukoscreen weights file (``best.pt`` of a run, or shipped).
+    """A network from any leukoscreen weights file (``best.pt`` of a run, or shipped);
+    ``compile`` and ``batch_bucket`` as in :func:`load_pretrained`.
 
     Raises:
         CheckpointError: unreadable file, or arch/scale other than the expected ones.
@@ -181,7 +275,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: holds arch {loaded.arch!r}, expected {expected_arch!r}")
     if expected_scale is not None and loaded.scale != expected_scale:
         raise CheckpointError(f"{path}: holds scale x{loaded.scale}, expected x{expected_scale}")
-    return _bind(loaded, device, precision)
+    return _bind(loaded, device, precision, compile, batch_bucket)
 
 
 def colour_parsing(parsing: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -198,6 +292,8 @@ def load_upscaler(
     precision: str = "auto",
     expected_arch: str | None = None,
     expected_scale: int | None = None,
+    compile: str = "off",
+    batch_bucket: int = 0,
 ) -> Upscaler:
     """The network a command asks for: a weights file when ``checkpoint`` is given, else the
     shipped ``arch`` at ``scale`` (:func:`load_checkpoint`, :func:`load_pretrained`).
@@ -211,6 +307,8 @@ def load_upscaler(
         precision: ``auto``, ``bf16`` or ``fp32``.
         expected_arch: with a checkpoint, the arch it must hold (``None``: any).
         expected_scale: with a checkpoint, the scale it must hold (``None``: any).
+        compile: ``off``, ``on``, or ``auto`` (``torch.compile`` on CUDA only).
+        batch_bucket: with a compiled network, the fixed batch every call is padded to.
 
     Raises:
         UsageError: unknown arch or scale.
@@ -224,5 +322,9 @@ def load_upscaler(
             precision=precision,
             expected_arch=expected_arch,
             expected_scale=expected_scale,
+            compile=compile,
+            batch_bucket=batch_bucket,
         )
-    return load_pretrained(arch, scale, device=device, precision=precision)
+    return load_pretrained(
+        arch, scale, device=device, precision=precision, compile=compile, batch_bucket=batch_bucket
+    )

@@ -83,6 +83,8 @@ class RunSummary:
         sr_s: wall seconds of the SR stage.
         total_s: wall seconds of the whole run, cluster start excluded.
         model_s: seconds spent inside the network, summed over tasks.
+        read_s: seconds spent reading crops from the slide, summed over tasks.
+        write_s: seconds spent writing batches to the store, summed over tasks.
     """
 
     slide: Path
@@ -95,6 +97,8 @@ class RunSummary:
     sr_s: float
     total_s: float
     model_s: float
+    read_s: float = 0.0
+    write_s: float = 0.0
 
     def describe(self) -> str:
         """One line for the terminal."""

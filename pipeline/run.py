@@ -241,9 +241,10 @@ def _run_one(
         )
         detect_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    cells_now, model_s = _super_resolve_all(
+    cells_now, task_s = _super_resolve_all(
         client, slide, store, done, plan, info, progress=progress, deadline=deadline
     )
+    model_s = task_s["model_s"]
     sr_s = time.perf_counter() - t0
     total_s = time.perf_counter() - t_start
     skipped = int(done.sum())
@@ -254,7 +255,7 @@ def _run_one(
     return RunSummary(
         slide=Path(slide.path), store=out, n_cells=store.n_cells, n_batches=len(done),
         batches_skipped=skipped, cells_super_resolved=cells_now, detect_s=detect_s, sr_s=sr_s,
-        total_s=total_s, model_s=model_s,
+        total_s=total_s, model_s=model_s, read_s=task_s["read_s"], write_s=task_s["write_s"],
     )  # fmt: skip
 
 
@@ -382,11 +383,11 @@ def _super_resolve_all(
     *,
     progress: bool,
     deadline: float | None = None,
-) -> tuple[int, float]:
+) -> tuple[int, dict[str, float]]:
     """Submit the unfinished batches, a bounded number at a time.
 
     Returns:
-        ``(cells super-resolved now, seconds inside the network summed over tasks)``.
+        ``(cells super-resolved now, {"read_s", "model_s", "write_s"} summed over tasks)``.
     """
     cluster = plan.config.cluster
     columns = read_table(store.path)
@@ -395,7 +396,7 @@ def _super_resolve_all(
     limit = max(1, cluster.max_batches_in_flight * info.n_sr_workers)
     run_id = uuid.uuid4().hex[:8]
     pending = as_completed(timeout=_remaining(deadline))
-    model_s = 0.0
+    task_s = {"read_s": 0.0, "model_s": 0.0, "write_s": 0.0}
 
     def submit_next() -> None:
         batch = next(todo, None)
@@ -424,10 +425,11 @@ def _super_resolve_all(
             for future in pending:
                 meta = future.result()
                 future.release()
-                model_s += meta["model_s"]
+                for name in task_s:
+                    task_s[name] += meta[name]
                 cells_now += meta["n_cells"]
                 bar.update(meta["n_cells"])
                 submit_next()
         except TimeoutError:
             _cancel_on_timeout(client, list(pending.futures), Path(slide.path))
-    return cells_now, model_s
+    return cells_now, task_s

@@ -4,14 +4,15 @@ Rules it keeps (``docs/architecture.md``):
 
 - The model is loaded once per worker process (:func:`get_upscaler`, cached by its
   :class:`ModelSpec`) and never travels in the graph: tasks carry the small spec.
-- On CPU workers a process-wide lock lets one batch run the network at a time with all the
-  worker's threads, while other tasks read crops and write chunks.
+- A process-wide lock lets one batch run the network at a time (on a CPU with all the
+  worker's threads; on a GPU, which runs one batch at a time anyway, it also keeps a compiled
+  network's first call, which compiles it, to one thread), while the worker's other tasks read
+  the crops of the next batch and write the chunks of the last one.
 - A batch writes its own chunks and returns metadata, never pixels.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -20,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from leukoscreen.model.config import Device, InferenceArch, InferenceConfig, Precision, Scale
+from leukoscreen.model.config import (
+    CompileMode,
+    Device,
+    InferenceArch,
+    InferenceConfig,
+    Precision,
+    Scale,
+)
 from leukoscreen.model.errors import CheckpointError
 from leukoscreen.pipeline.cluster import worker_gpu_index, worker_threads
 from leukoscreen.pipeline.crops import CropGeometry, read_crops, trim_margin
@@ -41,6 +49,8 @@ class ModelSpec:
         checkpoint: absolute path of a checkpoint, or ``""`` for the shipped weights.
         device: ``auto``, ``cpu`` or ``cuda``.
         precision: ``auto``, ``bf16`` or ``fp32``.
+        compile: ``auto`` (``torch.compile`` on CUDA), ``on`` or ``off``.
+        batch_bucket: the fixed batch a compiled network is fed (the run's batch size).
     """
 
     arch: InferenceArch
@@ -48,6 +58,8 @@ class ModelSpec:
     checkpoint: str
     device: Device
     precision: Precision
+    compile: CompileMode = "off"
+    batch_bucket: int = 0
 
     @classmethod
     def from_config(cls, inference: InferenceConfig) -> ModelSpec:
@@ -66,12 +78,14 @@ class ModelSpec:
             checkpoint=checkpoint,
             device=inference.device,
             precision=inference.precision,
+            compile=inference.compile,
+            batch_bucket=inference.batch_size,
         )
 
 
 _UPSCALERS: dict[ModelSpec, Upscaler] = {}
 _LOAD_LOCK = threading.Lock()  # one load per process even when several tasks start together
-_CPU_SR_LOCK = threading.Lock()  # one CPU batch in the network at a time, using every thread
+_SR_LOCK = threading.Lock()  # one batch in the network at a time per worker process
 
 
 def get_upscaler(spec: ModelSpec) -> Upscaler:
@@ -104,6 +118,8 @@ def get_upscaler(spec: ModelSpec) -> Upscaler:
             device=spec.device,
             precision=spec.precision,
             expected_scale=spec.scale,
+            compile=spec.compile,
+            batch_bucket=spec.batch_bucket,
         )
         _UPSCALERS[spec] = upscaler
         return upscaler
@@ -113,7 +129,7 @@ def describe_model(spec: ModelSpec) -> dict[str, Any]:
     """Load the model (into this process's cache) and say what it is: a task run once per run.
 
     Returns:
-        ``{"arch", "scale", "checkpoint_sha256", "has_prior", "device"}``.
+        ``{"arch", "scale", "checkpoint_sha256", "has_prior", "device", "compiled"}``.
     """
     upscaler = get_upscaler(spec)
     return {
@@ -122,6 +138,7 @@ def describe_model(spec: ModelSpec) -> dict[str, Any]:
         "checkpoint_sha256": str(upscaler.checkpoint_sha256),
         "has_prior": bool(upscaler.has_prior),
         "device": str(upscaler.device),
+        "compiled": bool(upscaler.compiled),
     }
 
 
@@ -212,7 +229,7 @@ def sr_batch_task(
             f"{upscaler.checkpoint_sha256[:12]}..., the store records {checkpoint_sha256[:12]}..."
         )
     on_gpu = str(upscaler.device).startswith("cuda")
-    with contextlib.nullcontext() if on_gpu else _CPU_SR_LOCK:
+    with _SR_LOCK:
         t2 = time.perf_counter()
         per_call = 0 if on_gpu else cpu_cells_per_call
         sr, parsing, confidence = super_resolve(upscaler, lr, geometry, cells_per_call=per_call)

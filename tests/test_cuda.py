@@ -70,3 +70,45 @@ def test_training_on_cuda_learns_and_saves_loadable_weights(
     assert all(t.device.type == "cpu" for t in best.model.state_dict().values())
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
     assert state["epoch"] == 3
+
+
+def test_compiled_bucketed_network_on_cuda_matches_cpu_fp32() -> None:
+    """The GPU path as the pipeline runs it: torch.compile, batches padded to a fixed bucket,
+    colour handling on the device; against the CPU's fp32 host path."""
+    lr = _lr_cells(5, 224 + 64, 8)  # 36 px LR crops with their context margin, as in a run
+    cpu = load_pretrained("default", 8, device="cpu", precision="fp32")
+    gpu = load_pretrained("default", 8, device="cuda", compile="auto", batch_bucket=4)
+    assert gpu.compiled and gpu.colour_on_device and gpu.batch_bucket == 4
+    sr_cpu, parsing_cpu, conf_cpu = cpu.upscale_maps(lr)
+    sr_gpu, parsing_gpu, conf_gpu = gpu.upscale_maps(lr)  # 4 + 1 padded to 4
+    assert sr_gpu.shape == sr_cpu.shape == (5, 288, 288, 3)
+    mse = np.mean((sr_cpu.astype(np.float64) - sr_gpu) ** 2)
+    assert 10 * np.log10(255.0**2 / max(mse, 1e-12)) > 40.0
+    assert parsing_cpu is not None and parsing_gpu is not None and conf_gpu is not None
+    assert (parsing_cpu == parsing_gpu).mean() > 0.99
+    assert conf_cpu is not None and np.abs(conf_cpu - conf_gpu).mean() < 0.02
+
+
+def test_pipeline_on_cuda_writes_the_cells_the_cpu_writes(tmp_path: Path) -> None:
+    """``leukoscreen run`` end to end on the GPU (embedded cluster: a worker pinned to the GPU,
+    CPU workers for detection) against the same run on the CPU, on the bundled example."""
+    from importlib.resources import files
+
+    from leukoscreen.pipeline.config import Config, override
+    from leukoscreen.pipeline.run import run_slide
+    from leukoscreen.pipeline.store import open_cells
+
+    example = Path(str(files("leukoscreen.pipeline.example") / "bccd_x8.svs"))
+    stores = {}
+    for device in ("cpu", "cuda"):
+        config = override(Config(), **{"inference.device": device})
+        out = tmp_path / f"{device}.leukoscreen.zarr"
+        summary = run_slide(example, config, out=out, progress=False)
+        assert summary.n_cells > 50
+        stores[device] = open_cells(out)
+    cpu, gpu = stores["cpu"], stores["cuda"]
+    np.testing.assert_array_equal(np.asarray(cpu.table["row"]), np.asarray(gpu.table["row"]))
+    np.testing.assert_array_equal(np.asarray(cpu.lr), np.asarray(gpu.lr))
+    sr_cpu, sr_gpu = np.asarray(cpu.sr, np.float64), np.asarray(gpu.sr, np.float64)
+    assert 10 * np.log10(255.0**2 / max(np.mean((sr_cpu - sr_gpu) ** 2), 1e-12)) > 40.0
+    assert (np.asarray(cpu.parsing) == np.asarray(gpu.parsing)).mean() > 0.99
