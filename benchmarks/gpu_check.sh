@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks in one call of at most 8 minutes on a machine with one NVIDIA GPU:
+# The GPU checks in one call of at most 8 minutes (120 + 180 + 3 x 60 s) on a machine with one NVIDIA GPU:
 #   1. the CUDA tests (tests/test_cuda.py, tests/test_gpu_path.py),
 #   2. the realistic smear through `leukoscreen run` on the GPU (benchmarks/smear_benchmark.py),
 #   3. the model benchmark: eager fp32, bf16 + channels_last, compiled; batch 8, 32, 128; FLOPs.
@@ -37,18 +37,18 @@ machine=$({
 stamp "machine: $machine"
 
 stamp "CUDA tests"
-timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_gpu_path.py \
+timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_gpu_path.py \
   > "$RESULTS/cuda_tests.log" 2>&1
 stamp "CUDA tests: exit $? ($(tail -n 1 "$RESULTS/cuda_tests.log"))"
 
 stamp "smear benchmark"
-timeout 240 $PY benchmarks/smear_benchmark.py --device cuda --batch-size 64 --naive-cells 64 --detect-tiles 8 --rounds 2 \
+timeout 180 $PY benchmarks/smear_benchmark.py --device cuda --batch-size 64 --naive-cells 64 --detect-tiles 8 --rounds 2 \
   --out "$RESULTS/smear_cuda.json" > "$RESULTS/smear_cuda.log" 2>&1
 stamp "smear benchmark: exit $?"
 
 for batch in 8 32 128; do
   stamp "model benchmark, batch $batch"
-  timeout 100 $PY benchmarks/model_benchmark.py --device cuda --batch-sizes "$batch" \
+  timeout 60 $PY benchmarks/model_benchmark.py --device cuda --batch-sizes "$batch" \
     --warmup 3 --repeats 10 --compile --flops --peak-tflops "$PEAK_TFLOPS" \
     > "$RESULTS/model_cuda_b$batch.json" 2>> "$RESULTS/model_cuda.log"
   stamp "model benchmark, batch $batch: exit $?"

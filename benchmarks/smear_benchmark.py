@@ -166,6 +166,12 @@ def naive_loop(slide_path: Path, store: Path, config: Config, n_cells: int, out:
             "precision": "fp32", "batch": 1}  # fmt: skip
 
 
+def save(result: dict[str, Any], out: Path | None) -> None:
+    """Write the figures so far to ``out`` (when given)."""
+    if out is not None:
+        out.write_text(json.dumps(result, indent=1) + "\n")
+
+
 def store_bytes(store: Path) -> int:
     """Bytes on disk of the store's cell arrays (every chunk file)."""
     return sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
@@ -180,7 +186,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=8, choices=(4, 8))
     parser.add_argument("--batch-size", type=int, default=16, help="cells per SR batch")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--compile", default="auto", help="auto, on or off")
+    parser.add_argument("--compile", default="off", help="off, auto (CUDA only) or on")
     parser.add_argument("--naive-cells", type=int, default=32, help="cells of the naive loop")
     parser.add_argument("--detect-tiles", type=int, default=16, help="tiles of detection_vs_raw")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of detection_vs_raw")
@@ -243,6 +249,7 @@ def main() -> None:
             "gpu": gpu_summary,
         },
     }  # fmt: skip
+    save(result, args.out)  # each stage's figures are kept even if a later one runs out of time
     workers = plan_local_workers(config.cluster, gpus=visible_gpus(args.device),
                                  cores=available_cores())  # fmt: skip
     speed = model_only(store, config, "", workers[0].nthreads)  # as the (first) SR worker
@@ -251,18 +258,18 @@ def main() -> None:
         result["ratio_sr_stage_vs_model_only"] = round(
             result["pipeline"]["sr_stage_cells_per_s"] / speed["model_only_cells_per_s"], 3
         )
+    save(result, args.out)
     result["detection_vs_raw"] = detection_vs_raw(slide_path, config, args.detect_tiles,
                                                   args.rounds)  # fmt: skip
+    save(result, args.out)
     naive = naive_loop(slide_path, store, config, args.naive_cells, workdir / "naive_png")
     result["naive"] = naive
     result["ratio_run_vs_naive"] = round(result["pipeline"]["end_to_end_cells_per_s"]
                                          / naive["cells_per_s"], 2)  # fmt: skip
     result["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                          "load_average_1m": round(os.getloadavg()[0], 2)}  # fmt: skip
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    save(result, args.out)
+    print(json.dumps(result, indent=1))
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 

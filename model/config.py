@@ -126,9 +126,12 @@ class InferenceConfig:
         device: ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
         precision: ``auto``, ``bf16`` or ``fp32``.
         checkpoint: path of a checkpoint to use instead of the shipped weights; empty for shipped.
-        compile: ``torch.compile`` the network: ``auto`` (on CUDA; the CPU's compile takes
-            minutes per shape), ``on`` or ``off``. A compiled network gets every SR batch
-            padded to ``batch_size`` cells, so it compiles once per worker.
+        compile: ``torch.compile`` the network: ``off`` (the default), ``auto`` (on CUDA only;
+            a CPU's compile takes minutes per shape) or ``on``. A compiled network gets every
+            SR batch padded to ``batch_size`` cells, so it compiles once per worker. Off by
+            default because it does not pay on one slide: on an H200 the default network ran
+            7,339 cells/s eager and 10,024 compiled (batch 128), i.e. 0.15 s saved on 4,000
+            cells against 12-15 s of compiling per worker (``docs/benchmarks.md``).
     """
 
     arch: InferenceArch = "default"
@@ -139,7 +142,7 @@ class InferenceConfig:
     device: Device = "auto"
     precision: Precision = "auto"
     checkpoint: str = ""
-    compile: CompileMode = "auto"
+    compile: CompileMode = "off"
 
     def __post_init__(self) -> None:
         _check_at_least(self, 1, ("batch_size", "hr_size_px"))

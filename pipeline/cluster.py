@@ -7,11 +7,13 @@ worker-side helpers below tell a task how many threads and which GPU its worker 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster, get_worker
 
 from leukoscreen.model.config import Device
@@ -30,7 +32,9 @@ WORKER_ENV = {"MALLOC_TRIM_THRESHOLD_": HEAP_BYTES, "MALLOC_MMAP_THRESHOLD_": HE
 array over 128 KiB is mapped and unmapped afresh and its pages faulted in again: the SR network
 ran at about half its speed in a worker (2-core CPU, GP-SFT x8, 12.8 against 22.1 cells/s
 outside Dask; 24.4 with these settings; ``docs/benchmarks.md``). Arrays up to 256 MiB come from
-the heap instead, and at most 256 MiB of freed heap stays with a worker."""
+the heap instead, and at most 256 MiB of freed heap stays with a worker. glibc reads them when a
+process starts, so they go in as Dask's ``distributed.nanny.pre-spawn-environ`` (variables
+already set in the environment win)."""
 
 
 def visible_gpus(device: Device) -> list[str]:
@@ -162,9 +166,14 @@ def start_local_cluster(cfg: ClusterConfig, *, device: Device) -> SpecCluster:
     """The embedded cluster of :func:`plan_local_workers`: a ``LocalCluster`` on a CPU machine;
     with GPUs a ``SpecCluster`` of nannies whose GPU workers each see one device through their
     own ``CUDA_VISIBLE_DEVICES``."""
-    import logging
-
     plans = plan_local_workers(cfg, gpus=visible_gpus(device), cores=available_cores())
+    heap = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENV.items()}
+    with dask.config.set(heap):
+        return _start(cfg, plans)
+
+
+def _start(cfg: ClusterConfig, plans: list[WorkerPlan]) -> SpecCluster:
+
     dashboard = ":8787" if cfg.dashboard else None  # a busy port falls back to any
     if all(plan.gpu is None for plan in plans):
         return LocalCluster(
@@ -174,7 +183,6 @@ def start_local_cluster(cfg: ClusterConfig, *, device: Device) -> SpecCluster:
             memory_limit=cfg.memory_limit,
             dashboard_address=dashboard,
             silence_logs=logging.ERROR,
-            env=WORKER_ENV,
         )
     workers = {
         plan.name: {
@@ -185,7 +193,7 @@ def start_local_cluster(cfg: ClusterConfig, *, device: Device) -> SpecCluster:
                 "host": "127.0.0.1",
                 "memory_limit": cfg.memory_limit,  # "auto": the machine's share of its threads
                 "resources": {"GPU": 1} if plan.gpu is not None else None,
-                "env": {**WORKER_ENV, "CUDA_VISIBLE_DEVICES": plan.gpu or ""},
+                "env": {"CUDA_VISIBLE_DEVICES": plan.gpu or ""},
                 "silence_logs": logging.ERROR,
             },
         }

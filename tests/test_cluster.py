@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from distributed import Client
@@ -88,12 +89,20 @@ def by_name_of(client: Client, address: str) -> str:
     return str(client.scheduler_info(n_workers=-1)["workers"][address]["name"])
 
 
+def _startup_environ() -> dict[str, str]:
+    """The environment this process was started with (what glibc read), not ``os.environ``."""
+    pairs = Path("/proc/self/environ").read_bytes().split(b"\0")
+    return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
+
+
 def test_cpu_workers_get_the_heap_settings() -> None:
-    """Dask's own MALLOC_TRIM_THRESHOLD_ (65536) is replaced in the embedded cluster's workers."""
+    """Dask's own MALLOC_TRIM_THRESHOLD_ (65536) is replaced in the embedded cluster's workers
+    from their start, where glibc reads it."""
     cluster = start_local_cluster(ClusterConfig(n_workers=1, memory_limit="1GiB"), device="cpu")
     try:
         with Client(cluster) as client:
-            (env,) = client.run(lambda: {k: os.environ.get(k) for k in WORKER_ENV}).values()
+            (started,) = client.run(_startup_environ).values()
+            env = {k: started.get(k) for k in WORKER_ENV}
             assert env == WORKER_ENV == {"MALLOC_TRIM_THRESHOLD_": "268435456",
                                          "MALLOC_MMAP_THRESHOLD_": "268435456"}  # fmt: skip
     finally:

@@ -109,7 +109,7 @@ def test_compile_is_switched_by_config(tmp_path: Path) -> None:
     spec = ModelSpec.from_config(inference)
     assert (spec.compile, spec.batch_bucket) == ("off", 8)
     assert describe_model(dataclasses.replace(spec, device="cpu"))["compiled"] is False
-    assert ModelSpec.from_config(InferenceConfig()).compile == "auto"
+    assert ModelSpec.from_config(InferenceConfig()).compile == "off"
     config_file.write_text('[inference]\ncompile = "always"\n')
     with pytest.raises(Exception, match="compile"):
         load_config(config_file)

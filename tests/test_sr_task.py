@@ -58,7 +58,7 @@ def test_model_spec_makes_the_checkpoint_absolute(tmp_path: Path, monkeypatch) -
     monkeypatch.chdir(tmp_path)
     (tmp_path / "w.pt").write_bytes(b"x")
     spec = ModelSpec.from_config(InferenceConfig(checkpoint="w.pt", scale=4, device="cpu"))
-    assert spec == ModelSpec("default", 4, str(tmp_path / "w.pt"), "cpu", "auto", "auto", 16)
+    assert spec == ModelSpec("default", 4, str(tmp_path / "w.pt"), "cpu", "auto", "off", 16)
     assert ModelSpec.from_config(InferenceConfig()).checkpoint == ""
     with pytest.raises(CheckpointError, match=r"^missing\.pt: checkpoint not found$"):
         ModelSpec.from_config(InferenceConfig(checkpoint="missing.pt"))
