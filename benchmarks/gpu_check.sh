@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks in one call of at most 8 minutes (120 + 180 + 3 x 60 s) on a machine with one NVIDIA GPU:
+# The GPU checks in one call of at most 8 minutes (120 + 180 + 3 x 60 s) on a machine with one
+# NVIDIA GPU:
 #   1. the CUDA tests (tests/test_cuda.py, tests/test_gpu_path.py),
 #   2. the realistic smear through `leukoscreen run` on the GPU (benchmarks/smear_benchmark.py),
 #   3. the model benchmark: eager fp32, bf16 + channels_last, compiled; batch 8, 32, 128; FLOPs.
@@ -11,6 +12,13 @@
 #   WHEELS=.whl bash benchmarks/gpu_check.sh     # a bare machine: install the wheels in .whl
 #                                                # (dask, distributed, zarr, openslide, ...) and
 #                                                # import leukoscreen from this checkout
+# The wheels for a bare machine with torch but without our stack (Python 3.12 there), fetched
+# where pip works:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#     dask distributed zarr numcodecs donfig google-crc32c locket partd tblib tornado zict \
+#     openslide-python openslide-bin
+# (imagecodecs is left out for size; the smear is then written with zlib tiles.)
 # PEAK_TFLOPS (default 989: the H100/H200 SXM dense bf16 peak in NVIDIA's datasheets) sets the
 # figure the achieved FLOP rate is compared with.
 set -u
@@ -42,8 +50,8 @@ timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_g
 stamp "CUDA tests: exit $? ($(tail -n 1 "$RESULTS/cuda_tests.log"))"
 
 stamp "smear benchmark"
-timeout 180 $PY benchmarks/smear_benchmark.py --device cuda --batch-size 64 --naive-cells 64 --detect-tiles 8 --rounds 2 \
-  --out "$RESULTS/smear_cuda.json" > "$RESULTS/smear_cuda.log" 2>&1
+timeout 180 $PY benchmarks/smear_benchmark.py --device cuda --batch-size 64 --naive-cells 64 \
+  --detect-tiles 8 --rounds 2 --out "$RESULTS/smear_cuda.json" > "$RESULTS/smear_cuda.log" 2>&1
 stamp "smear benchmark: exit $?"
 
 for batch in 8 32 128; do
