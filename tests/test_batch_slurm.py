@@ -122,7 +122,8 @@ def test_dry_run_prints_the_slurm_job_script(batch_kit, tmp_path, capsys) -> Non
     printed = capsys.readouterr().out
     for line in ("#SBATCH -p gpu", "#SBATCH --gres=gpu:1", "#SBATCH -t 00:10:00",
                  "#SBATCH --comment=leukoscreen-test", "--resources GPU=1", "--lifetime 8m",
-                 "--lifetime-stagger 1m"):  # fmt: skip
+                 "--lifetime-stagger 1m", "export MALLOC_TRIM_THRESHOLD_=268435456",
+                 "export MALLOC_MMAP_THRESHOLD_=268435456"):  # fmt: skip
         assert line in printed, line
     assert printed.count("run ") == len(BATCH_CROPS)  # the plan: every slide would run
     assert not out.exists()  # nothing written, nothing submitted

@@ -29,7 +29,7 @@ from distributed import Client
 
 from leukoscreen.model.config import Device
 from leukoscreen.model.errors import UsageError
-from leukoscreen.pipeline.cluster import open_client
+from leukoscreen.pipeline.cluster import WORKER_ENV, open_client
 from leukoscreen.pipeline.config import ClusterConfig, JobqueueConfig
 
 ClusterKind = Literal["local", "slurm", "pbs"]
@@ -53,6 +53,8 @@ def jobqueue_kwargs(kind: ClusterKind, cfg: JobqueueConfig) -> dict[str, Any]:
         "python": cfg.python or sys.executable,
         "worker_extra_args": worker_args,
         "scheduler_options": {"dashboard_address": ":0"},
+        # the embedded cluster's glibc heap settings, for the job's nanny and worker too
+        "job_script_prologue": [f"export {k}={v}" for k, v in WORKER_ENV.items()],
     }
     for key in ("queue", "account", "local_directory", "log_directory", "interface"):
         if getattr(cfg, key):
