@@ -80,10 +80,12 @@ def red_cell_texture(seed: int = 0) -> np.ndarray:
 
 
 def block_mean(rgb: np.ndarray, factor: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H / factor, W / factor, 3) uint8 block means (H, W multiples)."""
-    h, w = rgb.shape[0] // factor, rgb.shape[1] // factor
-    blocks = rgb[: h * factor, : w * factor].reshape(h, factor, w, factor, 3).mean(axis=(1, 3))
-    return (blocks + 0.5).astype(np.uint8)
+    """(..., H, W, 3) uint8 -> (..., H / factor, W / factor, 3) uint8 block means, rounded (a
+    remainder of H, W beyond a multiple of ``factor`` is dropped)."""
+    *lead, height, width, channels = rgb.shape
+    h, w = height // factor, width // factor
+    blocks = rgb[..., : h * factor, : w * factor, :].reshape(*lead, h, factor, w, factor, channels)
+    return (blocks.mean(axis=(-4, -2)) + 0.5).astype(np.uint8)
 
 
 @dataclass

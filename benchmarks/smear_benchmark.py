@@ -53,6 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks import each other
 
+from detection_benchmark import halo_mpx, read_halos
 from pipeline_benchmark import MemorySampler, model_only
 from smear_slide import SmearPlan, build_smear, match_cells
 
@@ -112,14 +113,10 @@ def detection_vs_raw(slide_path: Path, config: Config, n_tiles: int, rounds: int
         plan_s = time.perf_counter() - t0
         step = max(1, len(tiles) // n_tiles)
         sample = tiles[::step][:n_tiles]
-        mpx = sum((t.halo[2] - t.halo[0]) * (t.halo[3] - t.halo[1]) for t in sample) / 1e6
+        mpx = halo_mpx(sample)
         raw_s, detect_s = [], []
         for _ in range(rounds):
-            t0 = time.perf_counter()
-            for t in sample:
-                slide.read_region(t.halo[0], t.halo[1], t.halo[2] - t.halo[0],
-                                  t.halo[3] - t.halo[1])  # fmt: skip
-            raw_s.append(time.perf_counter() - t0)
+            raw_s.append(read_halos(slide, sample))
             t0 = time.perf_counter()
             for t in sample:
                 detect_tile(slide, t, cfg, stain)
@@ -173,7 +170,7 @@ def save(result: dict[str, Any], out: Path | None) -> None:
 
 
 def store_bytes(store: Path) -> int:
-    """Bytes on disk of the store's cell arrays (every chunk file)."""
+    """Bytes on disk of the whole store (every file under it)."""
     return sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
 
 
@@ -221,7 +218,8 @@ def main() -> None:
 
     n = summary.n_cells
     mpx = args.height * args.width / 1e6
-    found = np.stack([open_cells(store).table["row"], open_cells(store).table["col"]], axis=1)
+    table = open_cells(store).table
+    found = np.stack([table["row"], table["col"]], axis=1)
     mib = 1 << 20
     written = store_bytes(store)
     result: dict[str, Any] = {

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from pipeline_benchmark import block_mean
 
 from leukoscreen.pipeline.slide import Slide
 
@@ -38,13 +39,6 @@ def _box_mask(boxes: list[tuple[float, ...]], shape: tuple[int, int], margin: in
         rows = slice(max(0, int(r0) - margin), int(np.ceil(r1)) + margin)
         mask[rows, max(0, int(c0) - margin) : int(np.ceil(c1)) + margin] = True
     return mask
-
-
-def _block_mean(rgb: np.ndarray, factor: int) -> np.ndarray:
-    """(..., H, W, 3) uint8 -> (..., H / f, W / f, 3) block means, rounded."""
-    *lead, h, w, c = rgb.shape
-    blocks = rgb.reshape(*lead, h // factor, factor, w // factor, factor, c)
-    return (blocks.mean(axis=(-4, -2)) + 0.5).astype(np.uint8)
 
 
 @dataclass
@@ -72,7 +66,7 @@ class SmearPlan:
         """The fields at downsample ``ds`` (block means), computed once."""
         cache = self.__dict__.setdefault("_levels", {1: self.fields})
         if ds not in cache:
-            cache[ds] = _block_mean(self.fields, ds)
+            cache[ds] = block_mean(self.fields, ds)
         return cache[ds]
 
     @classmethod
@@ -155,7 +149,7 @@ def build_smear(path: Path, plan: SmearPlan) -> str:
                     for c in range(0, w, TILE_PX):
                         if ds == 16:  # from level /4, block means of 4
                             tile = plan.render(r * 4, c * 4, TILE_PX * 4, TILE_PX * 4, 4)
-                            yield _block_mean(tile, 4)
+                            yield block_mean(tile, 4)
                         else:
                             yield plan.render(r, c, TILE_PX, TILE_PX, ds)
 

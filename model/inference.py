@@ -39,6 +39,7 @@ from leukoscreen.model.gpsft import BicubicUp
 from leukoscreen.model.imresize import YCBCR_MATRIX, YCBCR_OFFSET, imresize, rgb2ycbcr, ycbcr2rgb
 
 MIN_LR_SIDE_PX = 4  # smaller crops carry no structure to super-resolve
+YCBCR_INVERSE = np.linalg.inv(YCBCR_MATRIX)  # ycbcr2rgb's matrix, for the device path
 PARSING_COLOURS = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], dtype=np.uint8)
 """Label -> RGB as in the paper's Fig. 2: background black, cytoplasm red, nucleus blue."""
 
@@ -173,7 +174,8 @@ class Upscaler:
         source = {"upsampled_ycbcr": up, "lr_ycbcr": ycc, "lr": ycc[:, :1]}.get(kind, up[:, :1])
         sr, logits = self._forward(source.contiguous())
         ycc_out = torch.cat([sr.float()[:, :1], up[:, 1:]], dim=1) - offset[:, None, None]
-        out = torch.einsum("kc,nchw->nkhw", torch.linalg.inv(matrix), ycc_out)
+        inverse = torch.as_tensor(YCBCR_INVERSE, dtype=torch.float32, device=self.device)
+        out = torch.einsum("kc,nchw->nkhw", inverse, ycc_out)
         image = (out * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         if logits is None:
             return image.cpu().numpy(), None, None
