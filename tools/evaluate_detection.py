@@ -26,6 +26,7 @@ The JSON of every figure goes to ``docs/results/detection.json``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import shlex
@@ -99,7 +100,11 @@ def _score(layout: list[Mosaic], cfg: DetectConfig, *, mosaic: bool, work: Path)
     if not mosaic:
         return score_fields(layout, cfg)
     (m,) = layout
-    path = work / f"mosaic-{id(m):x}.svs"  # one file per mosaic, written once
+    # One file per mosaic content, written once. (Naming it by id(m) reused the file of a
+    # mosaic already garbage-collected: a shifted mosaic got another mosaic's pixels.)
+    digest = hashlib.blake2b(np.ascontiguousarray(m.rgb).data, digest_size=12)
+    digest.update(np.float64(m.mpp).tobytes())
+    path = work / f"mosaic-{digest.hexdigest()}.svs"
     if not path.is_file():
         write_svs(path, m.rgb, m.mpp)
     return score_slide(path, m.boxes, cfg)
