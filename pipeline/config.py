@@ -73,7 +73,7 @@ class DetectConfig:
 
     tile_size_px: int = 2048
     halo_px: int = 64
-    min_area_um2: float = 12.0
+    min_area_um2: float = 20.0
     max_area_um2: float = 400.0
     merge_distance_um: float = 3.0
     max_span_um: float = 16.0

@@ -60,7 +60,7 @@ def detect_leukocytes(
     *,
     mpp: float,
     stain: StainEstimate | None = None,
-    min_area_um2: float = 12.0,
+    min_area_um2: float = 20.0,
     max_area_um2: float = 400.0,
     merge_distance_um: float = 3.0,
     nucleus_threshold: float = 1.0,

@@ -66,7 +66,7 @@ class SyntheticSlide:
 
 
 # (row, col, cell diameter um, nucleus kind); several sit across multiples of 256, 512 and 333 px
-# (tile borders of the tests), two close to the slide edge, sizes span 7 to 20 um.
+# (tile borders of the tests), two close to the slide edge, sizes span 9 to 20 um.
 _LEUKOCYTES = [
     (120, 140, 12.0, "round"),
     (512, 700, 10.0, "round"),
@@ -74,7 +74,7 @@ _LEUKOCYTES = [
     (1000, 1536, 9.0, "round"),
     (1024, 333, 16.0, "bean"),
     (1536, 1280, 12.0, "lobed2"),
-    (1700, 666, 7.5, "round"),
+    (1700, 666, 10.5, "round"),  # a small lymphocyte: nucleus ~26 um2, above min_area_um2
     (2048, 2048, 13.0, "lobed4"),
     (2300, 999, 20.0, "bean"),
     (2600, 1800, 11.0, "lobed3"),

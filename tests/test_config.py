@@ -35,7 +35,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "detect": {
         "tile_size_px": 2048,
         "halo_px": 64,
-        "min_area_um2": 12.0,
+        "min_area_um2": 20.0,
         "max_area_um2": 400.0,
         "merge_distance_um": 3.0,
         "foreground_level_mpp": 8.0,
