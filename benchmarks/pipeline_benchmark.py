@@ -263,7 +263,8 @@ def model_only(store: Path, config: Config, checkpoint: str, threads: int) -> di
         return {"model_only_cells_per_s": 0.0, "model_only_s": 0.0}
     geometry = plan_run(config).geometry
     per_call = 0 if str(upscaler.device).startswith("cuda") else config.cluster.cpu_cells_per_call
-    upscaler.upscale(np.asarray(lr[: inference.batch_size]))  # warm-up (and compile), as a worker
+    warm = np.asarray(lr[: inference.batch_size])
+    super_resolve(upscaler, warm, geometry, cells_per_call=per_call)  # warm-up (and compile)
     seconds = 0.0
     for start in range(0, n, inference.batch_size):
         batch = np.asarray(lr[start : start + inference.batch_size])

@@ -73,7 +73,7 @@ def model_input(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tenso
 
 
 def run_network(
-    model: nn.Module, x: torch.Tensor, *, device: torch.device, precision: str
+    model: nn.Module, x: torch.Tensor, *, device: torch.device, precision: str, trim: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One forward pass as every caller runs it: channels_last input under the precision's autocast.
 
@@ -82,6 +82,8 @@ def run_network(
         x: (N, C, H, W) float32 input (:func:`model_input`), on ``device``.
         device: the device the network is on.
         precision: ``bf16`` or ``fp32`` (resolved).
+        trim: LR px per side the network leaves out of its outputs (only networks with
+            ``trims_context``, i.e. GP-SFT; 0 for every other).
 
     Returns:
         ``sr`` (N, 1, H', W') and the parsing logits (N, 3, H', W') or ``None``, in the autocast
@@ -89,7 +91,7 @@ def run_network(
     """
     x = x.contiguous(memory_format=torch.channels_last)
     with autocast(device, precision):
-        sr, logits = model(x)
+        sr, logits = model(x, trim=trim) if trim else model(x)
     return sr, logits
 
 

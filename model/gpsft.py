@@ -31,6 +31,12 @@ from leukoscreen.model.blocks import LEAKY_SLOPE, ConvLReLU, conv3x3, he_init_, 
 from leukoscreen.model.imresize import resize_matrix
 from leukoscreen.model.unet import PriorUNet, double_conv
 
+HR_CONTEXT_LR = 2
+"""LR pixels beyond a kept region that the HR stages of :class:`GeometryPriorSFT` read: a
+sub-pixel head reaches 1 LR px (its 3 x 3 expansion) plus 1 HR px; the refiner's two 3 x 3
+convolutions per x2 step reach 2 px at each step's size, 1 + 1/2 + 1/4 LR px at x8. Both stay
+under 2 LR px (one less changes the outputs, ``tests/test_networks.py``)."""
+
 
 class BicubicUp(nn.Module):
     """MATLAB-compatible bicubic up-sampling by an integer ``scale`` as two matrix products.
@@ -174,6 +180,7 @@ class GeometryPriorSFT(nn.Module):
 
     input_kind = "lr_ycbcr"
     prior_activation = "sigmoid"
+    trims_context = True  # forward(x, trim=...) skips the HR stages of the context margin
 
     def __init__(
         self,
@@ -212,19 +219,38 @@ class GeometryPriorSFT(nn.Module):
         self.sr_head = SubPixelHead(num_features, 1, scale, head_width)
         zero_init_(self.sr_head.out)  # the untrained network is bicubic
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, trim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """SR luminance and parsing logits; ``trim`` LR px of context dropped on each side.
+
+        The outputs with ``trim`` equal the full outputs with ``trim * scale`` HR px cut from
+        each side (``tests/test_networks.py``), but the HR stages (the sub-pixel heads and the
+        refiner) only run on the kept part plus :data:`HR_CONTEXT_LR` LR px, the reach of their
+        convolutions: a crop read with a context margin (``pipeline.crops``) pays for the margin
+        in the LR prior and trunk, which need it, and not in the HR stages, which dominate.
+        """
+        height, width = x.shape[-2:]
+        if not 0 <= 2 * trim < min(height, width):
+            raise ValueError(f"trim must be >= 0 and leave pixels of {height}x{width}, got {trim}")
+        cut = max(trim - HR_CONTEXT_LR, 0)  # LR px the HR stages never see
+        rest = (trim - cut) * self.scale  # HR px cut from what they compute
         y = x[:, :1]  # (N, 1, h, w) LR luminance
         condition = self.condition(self.prior(x))  # (N, K, h, w)
-        logits = self.parsing_head(condition)  # (N, 3, H, W), blocky at x8
+        kept = _crop(condition, cut)
+        logits = self.parsing_head(kept)  # (N, 3, H, W), blocky at x8
         if self.refiner is not None:
-            logits = self.refiner(condition, self.upsample(x), logits)
+            logits = self.refiner(kept, _crop(self.upsample(x), cut * self.scale), logits)
         shallow = self.extract(y)
         features = shallow
         for block in self.blocks:
             features = block(features, condition)
-        features = self.trunk_out(features) + shallow
-        sr = self.sr_head(features).float() + self.upsample(y)  # (N, 1, H, W)
-        return sr, logits
+        features = _crop(self.trunk_out(features) + shallow, cut)
+        sr = self.sr_head(features).float() + _crop(self.upsample(y), cut * self.scale)
+        return _crop(sr, rest), _crop(logits, rest)  # (N, 1, H', W'), (N, 3, H', W')
+
+
+def _crop(x: torch.Tensor, px: int) -> torch.Tensor:
+    """``x`` without ``px`` pixels on each side of its last two dimensions."""
+    return x[..., px : x.shape[-2] - px, px : x.shape[-1] - px] if px else x
 
 
 def gflop_per_cell(model: nn.Module, *, scale: int, hr_side_px: int = 224) -> float:

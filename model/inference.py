@@ -79,19 +79,24 @@ class Upscaler:
         """Whether :meth:`upscale` returns parsing labels."""
         return self.arch in PRIOR_ARCHS
 
-    def upscale(self, lr: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None]:
+    def upscale(
+        self, lr: NDArray[np.uint8], *, trim: int = 0
+    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None]:
         """Super-resolve a batch of RGB crops: :meth:`upscale_maps` without the confidence."""
-        sr, parsing, _ = self.upscale_maps(lr)
+        sr, parsing, _ = self.upscale_maps(lr, trim=trim)
         return sr, parsing
 
     @torch.no_grad()
     def upscale_maps(
-        self, lr: NDArray[np.uint8]
+        self, lr: NDArray[np.uint8], *, trim: int = 0
     ) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None, NDArray[np.float32] | None]:
         """Super-resolve a batch of RGB crops, with the parsing map and its confidence.
 
         Args:
             lr: (N, h, w, 3) uint8 RGB, any h, w >= 4.
+            trim: LR pixels of context on each side of the crops that are not wanted back: the
+                outputs lose ``trim * scale`` HR px per side (as if cut afterwards), and a
+                network that can (GP-SFT) skips their HR stages.
 
         Returns:
             ``sr`` (N, h*s, w*s, 3) uint8 RGB, ``parsing`` (N, h*s, w*s) uint8 labels
@@ -105,22 +110,27 @@ class Upscaler:
         n, h, w, _ = lr.shape
         if min(h, w) < MIN_LR_SIDE_PX:
             raise ValueError(f"lr crops must be at least {MIN_LR_SIDE_PX} px per side, got {h}x{w}")
+        if not 0 <= 2 * trim < min(h, w):
+            raise ValueError(f"trim must be >= 0 and leave pixels of {h}x{w} crops, got {trim}")
         s = self.scale
+        cut = trim * s
         if n == 0:
-            empty = np.zeros((0, h * s, w * s), np.uint8) if self.has_prior else None
+            side_h, side_w = h * s - 2 * cut, w * s - 2 * cut
+            empty = np.zeros((0, side_h, side_w), np.uint8) if self.has_prior else None
             return (
-                np.zeros((0, h * s, w * s, 3), np.uint8),
+                np.zeros((0, side_h, side_w, 3), np.uint8),
                 empty,
                 None if empty is None else empty.astype(np.float32),
             )
         if self.colour_on_device and self.model is not None:
-            return self._upscale_on_device(lr)
+            return self._upscale_on_device(lr, trim)
         ycc = rgb2ycbcr(lr.astype(np.float64) / 255.0)  # (N, h, w, 3)
         stacked = ycc.transpose(1, 2, 0, 3).reshape(h, w, n * 3)  # resize all planes at once
         up = imresize(stacked, float(s)).reshape(h * s, w * s, n, 3).transpose(2, 0, 1, 3)
         parsing, confidence = None, None
+        kept = (slice(None), slice(cut, h * s - cut), slice(cut, w * s - cut))
         if self.model is None:
-            y = up[..., 0]
+            y = up[..., 0][kept]
         else:
             kind = getattr(self.model, "input_kind", "upsampled")
             if kind == "upsampled_ycbcr":
@@ -130,35 +140,42 @@ class Upscaler:
             else:
                 source = (ycc[..., 0] if kind == "lr" else up[..., 0])[:, None]
             x = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)).to(self.device)
-            sr, logits = self._forward(x)
+            sr, logits = self._forward(x, trim)
             y = sr.float()[:, 0].cpu().numpy()
             if logits is not None:
                 labels, share = _labels_and_confidence(logits)
                 parsing, confidence = labels.cpu().numpy(), share.cpu().numpy()
-        out = ycbcr2rgb(np.concatenate([y[..., None], up[..., 1:]], axis=-1))
+        out = ycbcr2rgb(np.concatenate([y[..., None], up[kept][..., 1:]], axis=-1))
         return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8), parsing, confidence
 
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _forward(self, x: torch.Tensor, trim: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The network on ``x``, in calls of exactly ``batch_bucket`` crops when it is set (the
-        last call padded with copies of the last crop, their outputs dropped)."""
+        last call padded with copies of the last crop, their outputs dropped); ``trim`` LR px
+        per side cut from the outputs (by the network itself where it can)."""
         assert self.model is not None
+        if trim and not getattr(self.model, "trims_context", False):
+            sr, logits = self._forward(x, 0)
+            cut = trim * self.scale
+            keep = (..., slice(cut, sr.shape[-2] - cut), slice(cut, sr.shape[-1] - cut))
+            return sr[keep], None if logits is None else logits[keep]
+        run = {"device": self.device, "precision": self.precision, "trim": trim}
         bucket = self.batch_bucket
         if bucket <= 0 or len(x) == bucket:
-            return run_network(self.model, x, device=self.device, precision=self.precision)
+            return run_network(self.model, x, **run)
         srs, all_logits = [], []
         for start in range(0, len(x), bucket):
             part = x[start : start + bucket]
             real = len(part)
             if real < bucket:
                 part = torch.cat([part, part[-1:].expand(bucket - real, *part.shape[1:])])
-            sr, logits = run_network(self.model, part, device=self.device, precision=self.precision)
+            sr, logits = run_network(self.model, part, **run)
             srs.append(sr[:real])
             if logits is not None:
                 all_logits.append(logits[:real])
         return torch.cat(srs), torch.cat(all_logits) if all_logits else None
 
     def _upscale_on_device(
-        self, lr: NDArray[np.uint8]
+        self, lr: NDArray[np.uint8], trim: int = 0
     ) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None, NDArray[np.float32] | None]:
         """:meth:`upscale_maps` with the colour handling in torch on ``self.device``: the uint8
         crops go over (pinned, asynchronously on CUDA), uint8 images and labels come back."""
@@ -172,8 +189,10 @@ class Upscaler:
         up = _bicubic_up(self.scale, ycc)  # (N, 3, H, W)
         kind = getattr(self.model, "input_kind", "upsampled")
         source = {"upsampled_ycbcr": up, "lr_ycbcr": ycc, "lr": ycc[:, :1]}.get(kind, up[:, :1])
-        sr, logits = self._forward(source.contiguous())
-        ycc_out = torch.cat([sr.float()[:, :1], up[:, 1:]], dim=1) - offset[:, None, None]
+        sr, logits = self._forward(source.contiguous(), trim)
+        cut = trim * self.scale
+        chroma = up[:, 1:, cut : up.shape[-2] - cut, cut : up.shape[-1] - cut]
+        ycc_out = torch.cat([sr.float()[:, :1], chroma], dim=1) - offset[:, None, None]
         inverse = torch.as_tensor(YCBCR_INVERSE, dtype=torch.float32, device=self.device)
         out = torch.einsum("kc,nchw->nkhw", inverse, ycc_out)
         image = (out * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)

@@ -3,8 +3,10 @@
 A cell of centre ``(row, col)`` (level-0 pixels, float) gets a square LR *core* of
 ``core_px = hr_size_px // scale`` pixels, which the network turns into the ``hr_size_px`` square
 super-resolved cell (paper §2: HR 224 px, so 28 LR px at x8 and 56 at x4). Around the core,
-``margin_px`` LR pixels of context are read on each side and trimmed again after SR
-(``margin_px * scale`` HR pixels per side), so the network's zero padding never touches the cell.
+``margin_px`` LR pixels of context are read on each side and trimmed again in SR
+(``margin_px * scale`` HR pixels per side; ``Upscaler.upscale_maps(..., trim=margin_px)``, where
+GP-SFT runs its LR stages on the margin and its HR stages only on the core plus 2 LR px), so the
+network's zero padding never touches the cell.
 
 Geometry, in level-0 pixel indices (pixel ``i`` covers ``[i, i + 1)``, its centre is ``i``, as in
 scikit-image's ``regionprops`` centroids)::
@@ -141,23 +143,6 @@ def read_crops(
             )
         crops[i] = region
     return crops
-
-
-def trim_margin(images: np.ndarray, trim_px: int) -> np.ndarray:
-    """Cut ``trim_px`` pixels off each side of a batch of super-resolved images.
-
-    Args:
-        images: (N, H + 2 * trim_px, W + 2 * trim_px, ...) any dtype.
-        trim_px: pixels to remove on each side (``CropGeometry.trim_px``).
-
-    Returns:
-        (N, H, W, ...) a view of ``images``.
-    """
-    if trim_px == 0:
-        return images
-    if images.shape[1] <= 2 * trim_px or images.shape[2] <= 2 * trim_px:
-        raise ValueError(f"cannot trim {trim_px} px from each side of images {images.shape}")
-    return images[:, trim_px:-trim_px, trim_px:-trim_px]
 
 
 def sr_to_slide(

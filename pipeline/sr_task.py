@@ -31,7 +31,7 @@ from leukoscreen.model.config import (
 )
 from leukoscreen.model.errors import CheckpointError
 from leukoscreen.pipeline.cluster import worker_gpu_index, worker_threads
-from leukoscreen.pipeline.crops import CropGeometry, read_crops, trim_margin
+from leukoscreen.pipeline.crops import CropGeometry, read_crops
 from leukoscreen.pipeline.slide import Slide
 from leukoscreen.pipeline.store import CellStore
 
@@ -162,12 +162,13 @@ def super_resolve(
     step = cells_per_call if cells_per_call > 0 else max(len(lr), 1)
     srs, parsings, confidences = [], [], []
     for start in range(0, max(len(lr), 1), step):
-        sr, parsing, confidence = upscaler.upscale_maps(lr[start : start + step])
-        srs.append(trim_margin(sr, geometry.trim_px))
-        if parsing is not None and confidence is not None:
-            labels = trim_margin(parsing, geometry.trim_px)
+        sr, labels, confidence = upscaler.upscale_maps(
+            lr[start : start + step], trim=geometry.margin_px
+        )  # the context margin trimmed (GP-SFT never runs its HR stages on it)
+        srs.append(sr)
+        if labels is not None and confidence is not None:
             parsings.append(labels)
-            confidences.append(cell_confidence(labels, trim_margin(confidence, geometry.trim_px)))
+            confidences.append(cell_confidence(labels, confidence))
     sr_all = np.ascontiguousarray(np.concatenate(srs))  # (N, H, W, 3)
     if not parsings:
         return sr_all, None, None

@@ -10,7 +10,6 @@ from leukoscreen.pipeline.crops import (
     crop_origins,
     read_crops,
     sr_to_slide,
-    trim_margin,
 )
 from leukoscreen.pipeline.slide import Slide
 
@@ -87,16 +86,6 @@ def test_read_crops_checks_the_reader_output() -> None:
 
     with pytest.raises(ValueError, match=r"expected \(4, 4, 3\) uint8"):
         read_crops(Broken(), np.array([5.0]), np.array([5.0]), size_px=4)
-
-
-def test_trim_margin_removes_each_side() -> None:
-    images = np.arange(2 * 10 * 10).reshape(2, 10, 10)
-    trimmed = trim_margin(images, 3)
-    assert trimmed.shape == (2, 4, 4)
-    np.testing.assert_array_equal(trimmed[1], images[1, 3:7, 3:7])
-    assert trim_margin(images, 0) is images
-    with pytest.raises(ValueError, match="cannot trim 5 px"):
-        trim_margin(images, 5)
 
 
 def test_read_crops_from_svs_equals_the_drawn_pixels(svs_slide) -> None:

@@ -118,3 +118,29 @@ def test_compile_is_switched_by_config(tmp_path: Path) -> None:
 def test_upscaler_defaults_keep_the_host_path() -> None:
     upscaler = Upscaler("bicubic", 4, "", torch.device("cpu"), "fp32")
     assert not upscaler.colour_on_device and upscaler.batch_bucket == 0 and not upscaler.compiled
+
+
+@pytest.mark.parametrize(
+    "arch, colour_on_device", [("default", False), ("default", True), ("vdsr", False)]
+)
+def test_trimmed_upscale_equals_the_cut_full_output(arch: str, colour_on_device: bool) -> None:
+    """upscale_maps(lr, trim=4) (the pipeline's context margin at x8) gives the full outputs
+    with 32 HR px cut per side, for GP-SFT (which skips the margin's HR stages; bf16) and for a
+    network that cannot (cut afterwards)."""
+    upscaler = dataclasses.replace(
+        load_pretrained(arch, 8, device="cpu"), colour_on_device=colour_on_device
+    )
+    lr = _crops(3)
+    sr, labels, confidence = upscaler.upscale_maps(lr)
+    sr_t, labels_t, confidence_t = upscaler.upscale_maps(lr, trim=4)
+    assert sr_t.shape == (3, 224, 224, 3)
+    np.testing.assert_array_equal(sr_t, sr[:, 32:-32, 32:-32])
+    if labels is None:
+        assert labels_t is None and confidence_t is None
+    else:
+        np.testing.assert_array_equal(labels_t, labels[:, 32:-32, 32:-32])
+        np.testing.assert_array_equal(confidence_t, confidence[:, 32:-32, 32:-32])
+    empty, _, _ = upscaler.upscale_maps(lr[:0], trim=4)
+    assert empty.shape == (0, 224, 224, 3)
+    with pytest.raises(ValueError, match="trim must be"):
+        upscaler.upscale_maps(lr, trim=18)

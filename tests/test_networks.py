@@ -328,3 +328,32 @@ def test_an_untrained_parsing_refiner_changes_nothing(scale: int) -> None:
 def test_parsing_refiner_needs_a_power_of_two_and_a_width_per_step(scale, widths) -> None:
     with pytest.raises(ValueError, match="power-of-two scale"):
         build_network("gpsft", scale=scale, refine_widths=widths, **TINY["gpsft"])
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_gpsft_trim_equals_cutting_the_full_output(scale: int, monkeypatch) -> None:
+    """forward(x, trim=k) is forward(x) with k * scale HR px cut per side, although the HR
+    stages skip all but HR_CONTEXT_LR LR px of the trimmed margin; one pixel less of that
+    context changes the outputs (the constant is the reach of the HR stages, not a guess)."""
+    import leukoscreen.model.gpsft as gpsft
+
+    torch.manual_seed(0)
+    net = build_network("gpsft", scale=scale, refine_widths=(4, 4, 4), **TINY["gpsft"]).eval()
+    with torch.no_grad():
+        for parameter in net.parameters():  # no zero-initialised head: every stage counts
+            parameter.normal_(0.0, 0.3)
+        x = torch.rand(2, 3, 13, 12)
+        sr, logits = net(x)
+        for trim in (1, 2, 3, 5):
+            cut = trim * scale
+            sr_t, logits_t = net(x, trim=trim)
+            assert sr_t.shape == (2, 1, 13 * scale - 2 * cut, 12 * scale - 2 * cut)
+            torch.testing.assert_close(sr_t, sr[..., cut:-cut, cut:-cut], rtol=0, atol=1e-5)
+            torch.testing.assert_close(logits_t, logits[..., cut:-cut, cut:-cut], rtol=0, atol=1e-5)
+        monkeypatch.setattr(gpsft, "HR_CONTEXT_LR", gpsft.HR_CONTEXT_LR - 1)
+        cut = 5 * scale
+        sr_short, logits_short = net(x, trim=5)
+        assert (sr_short - sr[..., cut:-cut, cut:-cut]).abs().max() > 1e-3
+        assert (logits_short - logits[..., cut:-cut, cut:-cut]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="trim must be"):
+        net(x, trim=6)

@@ -19,13 +19,18 @@ class FakeUpscaler:
         self.scale = scale
         self.calls: list[int] = []
 
-    def upscale_maps(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """SR, labels and a pixel confidence (0.5 + green / 510) that is known per pixel."""
+    def upscale_maps(
+        self, lr: np.ndarray, *, trim: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """SR, labels and a pixel confidence (0.5 + green / 510) that is known per pixel;
+        ``trim * scale`` px cut from each side."""
         self.calls.append(len(lr))
         sr = lr.repeat(self.scale, axis=1).repeat(self.scale, axis=2)
         labels = (lr[..., 0] % 3).repeat(self.scale, axis=1).repeat(self.scale, axis=2)
         confidence = (0.5 + sr[..., 1] / 510.0).astype(np.float32)
-        return sr, labels.astype(np.uint8), confidence
+        cut = trim * self.scale
+        kept = (slice(None), slice(cut, sr.shape[1] - cut), slice(cut, sr.shape[2] - cut))
+        return sr[kept], labels.astype(np.uint8)[kept], confidence[kept]
 
 
 def test_super_resolve_trims_and_splits_calls() -> None:
