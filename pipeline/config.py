@@ -52,8 +52,9 @@ class DetectConfig:
         min_area_um2: smallest nucleus area kept, square microns.
         max_area_um2: largest nucleus area kept (bigger blobs are clumps or debris).
         merge_distance_um: nucleus fragments closer than this are one cell (lobes of one nucleus).
-        max_span_um: a merged group wider than this is not one nucleus (two touching cells):
-            its fragments stand alone; 0 keeps every merge.
+        max_span_um: a merged group wider than this is not one nucleus (two touching cells, or
+            a cell and a speck): it is split into clusters no wider, nearest fragments first;
+            0 keeps every merge.
         nucleus_threshold: nucleus contrast a nucleus pixel exceeds, in the slide's own units
             (see ``leukoscreen.pipeline.stain``).
         seed_threshold: contrast at least one pixel of every nucleus exceeds (hysteresis).

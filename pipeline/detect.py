@@ -40,6 +40,7 @@ from scipy import ndimage as ndi
 
 from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.config import DetectConfig
+from leukoscreen.pipeline.nuclei import group_boxes, split_wide_groups
 from leukoscreen.pipeline.stain import (
     StainEstimate,
     estimate_stain,
@@ -91,8 +92,9 @@ def detect_leukocytes(
             contrast of 1.
         smoothing_um: sigma of the Gaussian applied to the contrast first, microns.
         cell_margin_um: margin around the nucleus box that makes the whole-cell box, microns.
-        max_span_um: a merged group wider than this (microns, along rows or columns) is taken
-            for two touching cells: its fragments are cells of their own. 0 keeps every merge.
+        max_span_um: a merged group wider than this (microns, along rows or columns) is not
+            one nucleus: it is split into clusters no wider, nearest fragments first
+            (:func:`~leukoscreen.pipeline.nuclei.split_wide_groups`). 0 keeps every merge.
         tint_block_um: side of the blocks whose own plasma tint is undone first
             (:func:`~leukoscreen.pipeline.stain.flatten_tint`), microns; 0 trusts the slide's
             one background everywhere.
@@ -139,7 +141,7 @@ def detect_leukocytes(
     label = grown_labels.ravel()[flat] - 1  # (P,) 0-based cell of each nucleus pixel
     pix_row, pix_col = np.divmod(flat, width)
     if max_span_um > 0:
-        label, n_labels = _split_wide_groups(
+        label, n_labels = split_wide_groups(
             label, n_labels, pix_row, pix_col, regions.ravel()[flat],
             max_span_px=max_span_um / mpp, max_area_px=max_area_um2 / (mpp * mpp),
         )  # fmt: skip
@@ -153,7 +155,7 @@ def detect_leukocytes(
         1.0,
     )
     score = np.bincount(label, strength, n_labels) / np.maximum(area_px, 1)
-    row0, col0, row1, col1 = _group_boxes(label, n_labels, pix_row, pix_col)
+    row0, col0, row1, col1 = group_boxes(label, n_labels, pix_row, pix_col)
 
     area_um2 = area_px * (mpp * mpp)
     keep = (area_px > 0) & (area_um2 >= min_area_um2) & (area_um2 <= max_area_um2)
@@ -209,50 +211,6 @@ def _hysteresis(
     seeded[regions[contrast > seed_threshold]] = True
     seeded[0] = False
     return regions, seeded[regions]
-
-
-def _group_boxes(
-    label: np.ndarray, n_labels: int, pix_row: np.ndarray, pix_col: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per group, the ``row0, col0, row1, col1`` (end exclusive) of its pixels; int64 each."""
-    row0 = np.full(n_labels, np.iinfo(np.int64).max)
-    col0 = np.full(n_labels, np.iinfo(np.int64).max)
-    row1 = np.zeros(n_labels, np.int64)
-    col1 = np.zeros(n_labels, np.int64)
-    np.minimum.at(row0, label, pix_row)
-    np.minimum.at(col0, label, pix_col)
-    np.maximum.at(row1, label, pix_row + 1)
-    np.maximum.at(col1, label, pix_col + 1)
-    return row0, col0, row1, col1
-
-
-def _split_wide_groups(
-    label: np.ndarray,
-    n_labels: int,
-    pix_row: np.ndarray,
-    pix_col: np.ndarray,
-    fragment: np.ndarray,
-    *,
-    max_span_px: float,
-    max_area_px: float,
-) -> tuple[np.ndarray, int]:
-    """Undo the merge of groups wider than one nucleus can be: their fragments stand alone.
-
-    Only groups small enough to be kept (at most ``max_area_px``) are split: two touching cells.
-    A bigger group is a clump, or red cells taken for nuclei, and is dropped whole by the area
-    limit as before.
-    """
-    row0, col0, row1, col1 = _group_boxes(label, n_labels, pix_row, pix_col)
-    area = np.bincount(label, minlength=n_labels)
-    wide = (np.maximum(row1 - row0, col1 - col0) > max_span_px) & (area <= max_area_px)
-    if not wide.any():
-        return label, n_labels
-    # The fragments are the hysteresis regions (numbered from 1) of the nucleus pixels.
-    label = np.where(wide[label], n_labels + fragment, label)
-    used = np.zeros(int(label.max()) + 1, bool)
-    used[label] = True
-    compact = np.cumsum(used) - 1  # consecutive ids for the labels in use, no sort
-    return compact[label], int(used.sum())
 
 
 def detect_options(cfg: DetectConfig) -> dict[str, Any]:

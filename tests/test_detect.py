@@ -297,3 +297,30 @@ def test_detect_slide_equals_the_tiles(svs_slide):
     assert stain == same and len(cells) == 12
     np.testing.assert_array_equal(cells.row, by_tile.row)
     _assert_found(cells, [(c.row, c.col) for c in svs_slide.cells], tol_px=1.0)
+
+
+def test_a_speck_chained_to_a_lobed_nucleus_does_not_split_its_lobes() -> None:
+    """Three lobes (each under min_area_um2, together above it) chained through the merge
+    distance to a speck, the chain wider than max_span_um: the lobes stay one cell, the speck
+    goes (before, every fragment of a wide group stood alone and the cell was lost)."""
+    lobes = [(42, 34, 4, PURPLE), (42, 46, 4, PURPLE), (55, 40, 4, PURPLE)]  # 3-4 px apart
+    speck = [(29, 33, 2, PURPLE)]  # 6 px above a lobe: within the merge distance
+    rgb = _field((80, 80), lobes + speck)
+    options = {"mpp": 0.5, "stain": STAIN, "min_area_um2": 20.0, "max_span_um": 16.0}
+    one_lobe = detect_leukocytes(_field((80, 80), lobes[:1]), **{**options, "min_area_um2": 1.0})
+    assert one_lobe.area_um2[0] < 20.0  # one lobe alone would be dropped
+    chain = detect_leukocytes(rgb, **{**options, "min_area_um2": 1.0, "max_span_um": 0.0})
+    row0, _, row1, _ = chain.bbox[0]
+    assert len(chain) == 1 and (row1 - row0) - 2 * 6 > 32  # one group, wider than 16 um
+    table = detect_leukocytes(rgb, **options)
+    _assert_found(table, [(46.3, 40.0)], tol_px=0.5)
+    assert table.area_um2[0] == pytest.approx(3 * one_lobe.area_um2[0])
+
+
+def test_two_touching_nuclei_wider_than_one_are_two_cells() -> None:
+    touching = [(40, 30, 8, PURPLE), (40, 48, 8, PURPLE)]  # 2 px apart, 34 px = 17 um wide
+    rgb = _field((80, 80), touching)
+    table = detect_leukocytes(rgb, mpp=0.5, stain=STAIN, max_span_um=16.0)
+    _assert_found(table, [(40, 30), (40, 48)], tol_px=1.0)
+    merged = detect_leukocytes(rgb, mpp=0.5, stain=STAIN, max_span_um=0.0)
+    _assert_found(merged, [(40, 39)], tol_px=1.0)
