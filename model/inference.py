@@ -99,10 +99,10 @@ class Upscaler:
                 network that can (GP-SFT) skips their HR stages.
 
         Returns:
-            ``sr`` (N, h*s, w*s, 3) uint8 RGB, ``parsing`` (N, h*s, w*s) uint8 labels
-            (0 background, 1 cytoplasm, 2 nucleus) and ``confidence`` (N, h*s, w*s) float32,
-            the share of the winning class in the three sigmoid probabilities (1/3 to 1); both
-            None for networks without a prior.
+            ``sr`` (N, H, W, 3) uint8 RGB, ``parsing`` (N, H, W) uint8 labels (0 background,
+            1 cytoplasm, 2 nucleus) and ``confidence`` (N, H, W) float32, the share of the
+            winning class in the three sigmoid probabilities (1/3 to 1); both None for networks
+            without a prior. ``H = (h - 2 * trim) * s``, ``W = (w - 2 * trim) * s``.
         """
         lr = np.asarray(lr)
         if lr.ndim != 4 or lr.shape[-1] != 3 or lr.dtype != np.uint8:
