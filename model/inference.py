@@ -158,17 +158,17 @@ class Upscaler:
             cut = trim * self.scale
             keep = (..., slice(cut, sr.shape[-2] - cut), slice(cut, sr.shape[-1] - cut))
             return sr[keep], None if logits is None else logits[keep]
-        run = {"device": self.device, "precision": self.precision, "trim": trim}
+        model, device, precision = self.model, self.device, self.precision
         bucket = self.batch_bucket
         if bucket <= 0 or len(x) == bucket:
-            return run_network(self.model, x, **run)
+            return run_network(model, x, device=device, precision=precision, trim=trim)
         srs, all_logits = [], []
         for start in range(0, len(x), bucket):
             part = x[start : start + bucket]
             real = len(part)
             if real < bucket:
                 part = torch.cat([part, part[-1:].expand(bucket - real, *part.shape[1:])])
-            sr, logits = run_network(self.model, part, **run)
+            sr, logits = run_network(model, part, device=device, precision=precision, trim=trim)
             srs.append(sr[:real])
             if logits is not None:
                 all_logits.append(logits[:real])
