@@ -235,21 +235,21 @@ class GeometryPriorSFT(nn.Module):
         rest = (trim - cut) * self.scale  # HR px cut from what they compute
         y = x[:, :1]  # (N, 1, h, w) LR luminance
         condition = self.condition(self.prior(x))  # (N, K, h, w)
-        kept = _crop(condition, cut)
+        kept = crop_border(condition, cut)
         logits = self.parsing_head(kept)  # (N, 3, H, W), blocky at x8
         if self.refiner is not None:
-            logits = self.refiner(kept, _crop(self.upsample(x), cut * self.scale), logits)
+            logits = self.refiner(kept, crop_border(self.upsample(x), cut * self.scale), logits)
         shallow = self.extract(y)
         features = shallow
         for block in self.blocks:
             features = block(features, condition)
-        features = _crop(self.trunk_out(features) + shallow, cut)
-        sr = self.sr_head(features).float() + _crop(self.upsample(y), cut * self.scale)
-        return _crop(sr, rest), _crop(logits, rest)  # (N, 1, H', W'), (N, 3, H', W')
+        features = crop_border(self.trunk_out(features) + shallow, cut)
+        sr = self.sr_head(features).float() + crop_border(self.upsample(y), cut * self.scale)
+        return crop_border(sr, rest), crop_border(logits, rest)  # (N, 1, H', W'), (N, 3, H', W')
 
 
-def _crop(x: torch.Tensor, px: int) -> torch.Tensor:
-    """``x`` without ``px`` pixels on each side of its last two dimensions."""
+def crop_border(x: torch.Tensor, px: int) -> torch.Tensor:
+    """``x`` without ``px`` pixels on each side of its last two dimensions (a view)."""
     return x[..., px : x.shape[-2] - px, px : x.shape[-1] - px] if px else x
 
 

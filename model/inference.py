@@ -35,7 +35,7 @@ from leukoscreen.model.device import (
     run_network,
 )
 from leukoscreen.model.errors import CheckpointError, UsageError
-from leukoscreen.model.gpsft import BicubicUp
+from leukoscreen.model.gpsft import BicubicUp, crop_border
 from leukoscreen.model.imresize import YCBCR_MATRIX, YCBCR_OFFSET, imresize, rgb2ycbcr, ycbcr2rgb
 
 MIN_LR_SIDE_PX = 4  # smaller crops carry no structure to super-resolve
@@ -156,8 +156,7 @@ class Upscaler:
         if trim and not getattr(self.model, "trims_context", False):
             sr, logits = self._forward(x, 0)
             cut = trim * self.scale
-            keep = (..., slice(cut, sr.shape[-2] - cut), slice(cut, sr.shape[-1] - cut))
-            return sr[keep], None if logits is None else logits[keep]
+            return crop_border(sr, cut), None if logits is None else crop_border(logits, cut)
         model, device, precision = self.model, self.device, self.precision
         bucket = self.batch_bucket
         if bucket <= 0 or len(x) == bucket:
@@ -190,8 +189,7 @@ class Upscaler:
         kind = getattr(self.model, "input_kind", "upsampled")
         source = {"upsampled_ycbcr": up, "lr_ycbcr": ycc, "lr": ycc[:, :1]}.get(kind, up[:, :1])
         sr, logits = self._forward(source.contiguous(), trim)
-        cut = trim * self.scale
-        chroma = up[:, 1:, cut : up.shape[-2] - cut, cut : up.shape[-1] - cut]
+        chroma = crop_border(up[:, 1:], trim * self.scale)
         ycc_out = torch.cat([sr.float()[:, :1], chroma], dim=1) - offset[:, None, None]
         inverse = torch.as_tensor(YCBCR_INVERSE, dtype=torch.float32, device=self.device)
         out = torch.einsum("kc,nchw->nkhw", inverse, ycc_out)
