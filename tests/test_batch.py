@@ -326,3 +326,20 @@ def test_status_table_updates_from_many_threads_never_tear(tmp_path) -> None:
     assert sorted(final) == [f"/s/{k}.svs" for k in range(4)]
     assert [final[f"/s/{k}.svs"]["cells"] for k in range(4)] == [19, 119, 219, 319]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".batch-status.csv.")]
+
+
+def test_a_running_row_of_a_complete_store_becomes_skipped(
+    batch_kit, batch_reference, tmp_path
+) -> None:
+    """A batch killed after completing a slide's store but before writing ``done`` leaves the
+    row ``running``: the rerun finds the store complete and says so (it used to leave the stale
+    claim, and the report counted a slide as running forever)."""
+    out = tmp_path / "out"
+    shutil.copytree(batch_reference, out)
+    key = rows(out)["a.svs"]["slide"]
+    StatusTable(out).update(key, state="running", ended_at=None)
+    assert rows(out)["a.svs"]["state"] == "running"
+    assert batch(batch_kit["slides"], "--out", out, "--config", batch_kit["x8"]) == 0
+    table = rows(out)
+    assert table["a.svs"]["state"] == "skipped"
+    assert {table[n]["state"] for n in ("b.svs", "c.svs")} == {"done"}

@@ -103,13 +103,19 @@ class StatusTable:
         Args:
             changes: slide -> fields.
             keep_running: leave rows that read ``running`` as they are (another process may be
-                working on them).
+                working on them), unless the change marks the slide ``skipped``: its store is
+                complete (or it is a duplicate), so the claim is stale, e.g. a batch killed
+                between completing the store and writing ``done``.
         """
         with self._locked():
             rows = self.read()
             for slide, fields in changes.items():
                 row = rows.get(slide) or self._new_row(slide)
-                if keep_running and row.get("state") == "running":
+                if (
+                    keep_running
+                    and row.get("state") == "running"
+                    and fields.get("state") != "skipped"
+                ):
                     continue
                 row.update(fields)
                 rows[slide] = row
