@@ -11,9 +11,11 @@ from typing import Literal, get_args
 
 from leukoscreen.model.errors import UsageError
 
-Arch = Literal["gp", "np", "srcnn", "vdsr", "srresnet", "gpsft"]
+Arch = Literal["gp", "np", "srcnn", "vdsr", "srresnet", "gpsft", "srgan", "sftgan"]
 """A trainable network."""
-InferenceArch = Literal["default", "bicubic", "gp", "np", "srcnn", "vdsr", "srresnet", "gpsft"]
+InferenceArch = Literal[
+    "default", "bicubic", "gp", "np", "srcnn", "vdsr", "srresnet", "gpsft", "srgan", "sftgan"
+]
 """What inference can run: a network, ``default`` (:data:`DEFAULT_ARCH`) or plain bicubic."""
 Scale = Literal[4, 8]
 """The super-resolution factors: the paper's x4 and x8, the only ones with shipped weights."""
@@ -25,6 +27,8 @@ ARCHS: tuple[str, ...] = get_args(Arch)
 SCALES: tuple[int, ...] = get_args(Scale)
 REFERENCE_SCALE = 8
 """The scale at which ``slide.expected_mpp`` is given; other scales expect ``mpp * scale / 8``."""
+GAN_ARCHS = ("srgan", "sftgan")
+"""Networks trained adversarially (``leukoscreen.model.gan_train``)."""
 PRIOR_ARCHS = ("gp", "gpsft")
 """Networks that predict a parsing map besides the SR image."""
 DEFAULT_ARCH = "gpsft"
@@ -87,6 +91,11 @@ class TrainConfig:
             :data:`~leukoscreen.model.train.PARSING_MODULES`) from ``init``, on the images that
             have masks; the SR path is frozen, so the SR image stays exactly as initialised, and
             the best epoch is the one with the best validation mIoU.
+        adversarial_weight: SRGAN / SFTGAN: weight of the generator's adversarial loss (Ledig
+            et al.: 1e-3).
+        feature_weight: SRGAN / SFTGAN: weight of the content (feature) loss.
+        pixel_epochs: SRGAN / SFTGAN: epochs at the start that train the generator on the
+            pixel MSE alone (its pre-training), before the adversarial epochs.
     """
 
     arch: Arch = "gp"
@@ -106,9 +115,13 @@ class TrainConfig:
     mask_repeat: int = 1
     init: str = ""
     parsing_only: bool = False
+    adversarial_weight: float = 1e-3
+    feature_weight: float = 1.0
+    pixel_epochs: int = 0
 
     def __post_init__(self) -> None:
         _check_at_least(self, 1, ("epochs", "batch_size", "mask_repeat"))
+        _check_at_least(self, 0, ("pixel_epochs",))
 
 
 @dataclass(frozen=True)

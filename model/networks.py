@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from leukoscreen.model.config import ARCHS
+from leukoscreen.model.gan import SFTGAN
 from leukoscreen.model.gp import GeometryPriorSR
 from leukoscreen.model.gpsft import GeometryPriorSFT
 from leukoscreen.model.srcnn import SRCNN
@@ -21,6 +22,8 @@ METHOD_NAMES = {
     "np": "Ours (NP)",
     "gp": "Ours (GP)",
     "gpsft": "GP-SFT",
+    "srgan": "SRGAN",
+    "sftgan": "SFTGAN",
 }
 
 
@@ -39,7 +42,7 @@ def build_network(arch: str, *, scale: int, **arch_kwargs: Any) -> nn.Module:
     """A freshly initialised network.
 
     Args:
-        arch: ``gp``, ``np``, ``srcnn``, ``vdsr`` or ``srresnet``.
+        arch: a name of :data:`~leukoscreen.model.config.ARCHS`.
         scale: SR factor (only SRResNet's layers depend on it).
         **arch_kwargs: constructor arguments (e.g. ``num_features=8`` for tiny test networks).
 
@@ -58,4 +61,8 @@ def build_network(arch: str, *, scale: int, **arch_kwargs: Any) -> nn.Module:
         return SRResNet(upscale=scale, **arch_kwargs)
     if arch == "gpsft":
         return GeometryPriorSFT(scale=scale, **arch_kwargs)
+    if arch == "srgan":  # the generator is SRResNet (Ledig et al.)
+        return SRResNet(upscale=scale, **arch_kwargs)
+    if arch == "sftgan":
+        return SFTGAN(scale=scale, **arch_kwargs)
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")

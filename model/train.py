@@ -290,6 +290,20 @@ def _resume(
     return int(state["epoch"]), list(state["history"]), float(state["best_psnr"])
 
 
+def training_batch(
+    train_set: SRDataset, indices: list[int], cfg: TrainConfig, epoch: int, dev: torch.device
+) -> dict[str, torch.Tensor]:
+    """The batch at ``indices``, recoloured and flipped as ``cfg`` asks (a function of (seed,
+    epoch, image) alone), on ``dev``."""
+    batch = train_set.collate(indices)
+    if cfg.colour_augment:
+        jitters = colour_jitters(indices, seed=cfg.seed, epoch=epoch)
+        batch = colour_augment(batch, jitters, scale=cfg.scale)
+    if cfg.augment:
+        batch = augment(batch, dihedral_codes(indices, seed=cfg.seed, epoch=epoch))
+    return {k: v.to(dev) for k, v in batch.items()}
+
+
 def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -311,13 +325,7 @@ def _train_epoch(
     )
     seen, started, losses = 0, time.perf_counter(), []
     for indices in bar:
-        batch = train_set.collate(indices)
-        if cfg.colour_augment:
-            jitters = colour_jitters(indices, seed=cfg.seed, epoch=epoch)
-            batch = colour_augment(batch, jitters, scale=cfg.scale)
-        if cfg.augment:
-            batch = augment(batch, dihedral_codes(indices, seed=cfg.seed, epoch=epoch))
-        batch = {k: v.to(dev) for k, v in batch.items()}
+        batch = training_batch(train_set, indices, cfg, epoch, dev)
         x = model_input(model, batch)
         sr, logits = run_network(model, x, device=dev, precision=precision)
         loss = charbonnier(sr.float(), batch["hr"], cfg.charbonnier_eps)

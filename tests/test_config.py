@@ -205,7 +205,7 @@ def test_int_is_accepted_where_float_is_expected(tmp_path: Path) -> None:
         pytest.param(
             "[inference]\narch = 3\n",
             "key 'inference.arch': expected one of default, bicubic, gp, np, srcnn, vdsr, "
-            "srresnet, gpsft, found int 3",
+            "srresnet, gpsft, srgan, sftgan, found int 3",
             id="int-for-arch",
         ),
         pytest.param(
