@@ -138,8 +138,8 @@ def test_train_default_run_folder(
     [
         (
             ["--arch", "nope"],
-            "leukoscreen: error: --arch: expected one of gp, np, srcnn, vdsr, srresnet, gpsft, srgan, "
-            "sftgan, found str 'nope'",
+            "leukoscreen: error: --arch: expected one of gp, np, srcnn, vdsr, srresnet, gpsft, "
+            "srgan, sftgan, found str 'nope'",
         ),
         (["--scale", "3"], "leukoscreen: error: --scale: expected one of 4, 8, found int 3"),
         (["--scale", "four"], "leukoscreen: Invalid value for '--scale': "),
