@@ -42,7 +42,7 @@ from leukoscreen.model.checkpoint import (
     load_weights,
     read_manifest,
 )
-from leukoscreen.model.config import PRIOR_ARCHS, check_scale
+from leukoscreen.model.config import PRIOR_ARCHS, SCALES, check_scale
 from leukoscreen.model.data import Sample, SRDataset, fit_to_size
 from leukoscreen.model.device import (
     channels_last,
@@ -305,7 +305,7 @@ def _figure_picks(samples: Sequence[Sample], count: int) -> list[int]:
 def evaluate_methods(
     *,
     data: Path,
-    scales: Sequence[int] = (4, 8),
+    scales: Sequence[int] = SCALES,
     methods: Sequence[str] | None = None,
     split: str = "test",
     seed: int = 0,

@@ -345,7 +345,7 @@ def _paper_section(table: Table) -> list[str]:
         "| | | " + " | ".join(names) + " |",
         "|---|---|" + "---:|" * len(names),
     ]
-    for scale in (4, 8):
+    for scale in PAPER_TABLE2:
         for k, metric in enumerate(("psnr", "ssim")):
             cells = [
                 f"{PAPER_TABLE2[scale][m][metric]:.4f}" if m in PAPER_TABLE2[scale] else "–"

@@ -271,7 +271,7 @@ def evaluate_cmd(
 
     cfg = override_flags(load_config(config), {"--device": ("inference.device", device)})
     table = evaluate_methods(
-        data=data, scales=scale or (4, 8), methods=method, split=split, seed=cfg.train.seed,
+        data=data, scales=scale or SCALES, methods=method, split=split, seed=cfg.train.seed,
         device=cfg.inference.device, precision=precision, figures=figures,
         checkpoints=parse_checkpoint_specs(checkpoint or []),
     )  # fmt: skip

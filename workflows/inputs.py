@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from leukoscreen.model.config import SCALES
 from leukoscreen.model.errors import UsageError
 
 SLIDE_SUFFIXES = frozenset(
@@ -138,8 +139,9 @@ def read_manifest(path: Path, *, out: Path) -> list[SlideEntry]:
         mpp = _number(row.get("mpp"), float, path, line, "mpp")
         scale_value = _number(row.get("scale"), int, path, line, "scale")
         scale = None if scale_value is None else int(scale_value)
-        if scale is not None and scale not in (4, 8):
-            raise UsageError(f"{path}: line {line}: scale: expected 4 or 8, found {scale}")
+        if scale is not None and scale not in SCALES:
+            allowed = " or ".join(map(str, SCALES))
+            raise UsageError(f"{path}: line {line}: scale: expected {allowed}, found {scale}")
         if mpp is not None and mpp <= 0:
             raise UsageError(f"{path}: line {line}: mpp: expected > 0, found {mpp}")
         entries.append(SlideEntry(slide, store=store, mpp=mpp, scale=scale))
