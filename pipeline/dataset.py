@@ -14,6 +14,7 @@ writes stores, never imports torch.
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ class StoreCells:
 
     A cell is read with the rest of its chunk (``batch_size`` cells); the last chunk read is kept,
     so iterating in order decompresses each chunk once. The Zarr arrays are opened lazily in each
-    DataLoader worker process (the dataset pickles by path).
+    DataLoader worker process (the dataset pickles by path); readers inherited through ``fork``
+    are dropped and reopened, as the process id they were opened in no longer matches.
 
     Args:
         path: a store written by ``leukoscreen run`` with status ``complete``.
@@ -55,6 +57,7 @@ class StoreCells:
         self.table = read_table(self.path)
         self.attrs = read_attrs(self.path)
         self._arrays: dict[str, zarr.Array] | None = None
+        self._pid: int | None = None  # the process that opened ``_arrays``
         self._cached: tuple[int, dict[str, np.ndarray]] | None = None
 
     def __len__(self) -> int:
@@ -63,13 +66,16 @@ class StoreCells:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_arrays"] = None
+        state["_pid"] = None
         state["_cached"] = None
         return state
 
     def _open(self) -> dict[str, zarr.Array]:
-        if self._arrays is None:
+        if self._arrays is None or self._pid != os.getpid():  # not opened, or opened before a fork
             root = zarr.open_group(self.path, mode="r")
             self._arrays = {}
+            self._pid = os.getpid()
+            self._cached = None
             for name in ("sr", "parsing", "lr"):
                 node = root.get(f"cells/{name}")
                 if isinstance(node, zarr.Array):

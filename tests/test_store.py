@@ -433,6 +433,24 @@ def test_cell_dataset_in_dataloader_workers(tmp_path: Path, start_method: str) -
     np.testing.assert_array_equal(first, dataset.stores[0][0]["sr"].flip(-1).numpy())
 
 
+def test_cell_dataset_reopens_readers_in_a_new_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers opened in the parent are not reused after a fork (a new process id)."""
+    from leukoscreen.pipeline import dataset as dataset_module
+
+    cells = CellDataset(_three_stores(tmp_path)).stores[0]
+    before = cells[3]["sr"]
+    parent = dict(cells._open())
+    assert all(cells._open()[name] is parent[name] for name in parent)  # same process: kept
+    pid = os.getpid()
+    monkeypatch.setattr(dataset_module.os, "getpid", lambda: pid + 1)  # as in a forked worker
+    child = cells._open()
+    assert child.keys() == parent.keys()
+    assert all(child[name] is not parent[name] for name in parent)
+    np.testing.assert_array_equal(cells[3]["sr"].numpy(), before.numpy())
+
+
 def test_cell_dataset_refuses_an_incomplete_store(tmp_path: Path) -> None:
     path = new_store(tmp_path, 10)
     with pytest.raises(OutputError, match="expected 'complete'"):
