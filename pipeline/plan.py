@@ -185,18 +185,21 @@ def table_columns(cells: CellTable, *, mpp: float) -> dict[str, np.ndarray]:
     }
 
 
-def check_distinct_outputs(slides: Sequence[Path], outs: Sequence[Path], *, kind: str) -> None:
-    """Refuse two slides whose outputs (stores, tables) would be one path.
+def check_distinct_outputs(
+    slides: Sequence[Path], outs: Sequence[Path], *, kind: str, inputs: str = "slides"
+) -> None:
+    """Refuse two slides (or other ``inputs``, e.g. stores) whose outputs (stores, tables, review
+    pages) would be one path.
 
     Raises:
-        UsageError: naming the second slide, the shared path and the first slide.
+        UsageError: naming the second input, the shared path and the first input.
     """
     first: dict[Path, Path] = {}
     for slide_path, out_path in zip(slides, outs, strict=True):
         if out_path in first:
             raise UsageError(
                 f"{slide_path}: its {kind} {out_path} would also hold {first[out_path]}; "
-                "expected slides with different file names"
+                f"expected {inputs} with different file names"
             )
         first[out_path] = Path(slide_path)
 

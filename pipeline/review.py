@@ -50,7 +50,7 @@ from zarr.errors import NodeNotFoundError
 from leukoscreen.model.errors import OutputError, UsageError
 from leukoscreen.model.imresize import imresize
 from leukoscreen.model.inference import PARSING_COLOURS
-from leukoscreen.pipeline.plan import store_stem
+from leukoscreen.pipeline.plan import check_distinct_outputs, store_stem
 from leukoscreen.pipeline.review_page import (
     CellImages,
     ReviewPage,
@@ -292,14 +292,7 @@ def page_paths(stores: Sequence[Path], out: Path | None) -> list[Path]:
                 "store), found a file"
             )
         pages = [out / default_page(store).name for store in stores]
-    seen: dict[Path, Path] = {}
-    for store, page in zip(stores, pages, strict=True):
-        if page in seen:
-            raise UsageError(
-                f"{store}: its review page {page} would also hold {seen[page]}'s; expected "
-                "stores with different names"
-            )
-        seen[page] = store
+    check_distinct_outputs(stores, pages, kind="review page", inputs="stores")
     return pages
 
 
