@@ -53,13 +53,20 @@ from leukoscreen.model.device import (
     run_network,
 )
 from leukoscreen.model.errors import CheckpointError, UsageError
-from leukoscreen.model.metrics import PROXY_KEYS, parsing_proxies, parsing_scores, psnr, ssim
+from leukoscreen.model.metrics import (
+    PROXY_KEYS,
+    parsing_proxies,
+    parsing_scores,
+    psnr,
+    ssim,
+    stain_nucleus_mask,
+    texture_ratio,
+)
 from leukoscreen.model.networks import METHOD_NAMES
 from leukoscreen.model.train import read_samples, split_samples
 
-METHODS = ("bicubic", "srcnn", "vdsr", "srresnet", "np", "gp", "gpsft")
-"""Table 2's columns in the paper's order (SRGAN and SFTGAN are not built yet), then our
-faster variant GP-SFT (``leukoscreen.model.gpsft``)."""
+METHODS = ("bicubic", "srcnn", "vdsr", "srresnet", "srgan", "sftgan", "np", "gp", "gpsft")
+"""Table 2's columns in the paper's order, then our faster variant GP-SFT."""
 FIGURE_METHODS = ("bicubic", "srresnet", "np", "gp")
 """The SR panels of Figs. 4-5, between the LR input and the HR ground truth."""
 FIGURE_IMAGES = 3
@@ -76,6 +83,7 @@ class ImageScore:
     method: str
     psnr: float
     ssim: float
+    texture: float = float("nan")  # nucleus gradient energy, SR over HR (metrics.texture_ratio)
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,7 @@ class Table:
                         "n_images": len(picked),
                         "psnr": float(np.mean([s.psnr for s in picked])),
                         "ssim": float(np.mean([s.ssim for s in picked])),
+                        "texture": float(np.nanmean([s.texture for s in picked])),
                     }
                     if method in PRIOR_ARCHS:
                         row.update(self.parsing_mean(scale, source, method))
@@ -421,16 +430,17 @@ def _score(
         rows, cols = (int(v) for v in item["valid"])
         hr = item["hr"][0].numpy()[:rows, :cols]
         sr = srs[index][:rows, :cols]
+        hr_rgb, _ = fit_to_size(sample.rgb, dataset.sizes[index])
         table.images.append(
             ImageScore(
                 sample.image_id, sample.source, scale, method,
                 psnr(hr, sr, shave_px=scale), ssim(hr, sr, shave_px=scale),
+                texture_ratio(hr, sr, _nucleus(sample, hr_rgb, dataset.sizes[index])[:rows, :cols]),
             )
         )  # fmt: skip
         predicted = labels[index]
         if predicted is None:
             continue
-        hr_rgb, _ = fit_to_size(sample.rgb, dataset.sizes[index])
         proxies = parsing_proxies(predicted[:rows, :cols], hr_rgb[:rows, :cols])
         table.proxies.append(ProxyScore(sample.image_id, sample.source, scale, method, proxies))
         if method in PRIOR_ARCHS and sample.labels is not None:
@@ -439,6 +449,13 @@ def _score(
             table.parsing.append(
                 ParsingScore(sample.image_id, sample.source, scale, scores, method)
             )
+
+
+def _nucleus(sample: Sample, hr_rgb: NDArray[np.uint8], size_px: int) -> NDArray[np.bool_]:
+    """The nucleus the texture is read in: the expert's, else the stain-derived one."""
+    if sample.labels is not None:
+        return np.asarray(fit_to_size(sample.labels, size_px)[0] == 2)
+    return stain_nucleus_mask(hr_rgb)
 
 
 CONVENTION = (

@@ -158,3 +158,34 @@ def parsing_proxies(
         "nucleus_in_centre": float(np.mean(centre == 2) >= min_centre_nucleus),
         "nucleus_iou_stain": (float(np.count_nonzero(nucleus & stain) / union) if union else 1.0),
     }
+
+
+def texture_ratio(
+    reference: NDArray[np.floating], test: NDArray[np.floating], region: NDArray[np.bool_]
+) -> float:
+    """Gradient energy of ``test`` over that of ``reference`` inside ``region`` (a no-reference
+    texture measure, read against the HR image: 1 is the HR's own texture, below 1 smoother,
+    above 1 texture the HR does not have, e.g. a GAN's invented detail).
+
+    The energy is the mean squared forward difference along rows and columns over the pixels
+    of ``region`` (the nucleus, where morphology is read). NaN when ``region`` is empty or the
+    reference is flat there.
+
+    Args:
+        reference, test: (H, W) luminance of the HR and the SR image.
+        region: (H, W) bool, e.g. the nucleus.
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    test = np.asarray(test, dtype=np.float64)
+    if reference.shape != test.shape or reference.shape != np.shape(region):
+        raise ValueError(f"expected three (H, W) arrays of one shape, got {reference.shape}, "
+                         f"{test.shape} and {np.shape(region)}")  # fmt: skip
+
+    def energy(image: NDArray[np.floating]) -> float:
+        rows = np.diff(image, axis=0)[region[1:] & region[:-1]]
+        cols = np.diff(image, axis=1)[region[:, 1:] & region[:, :-1]]
+        both = np.concatenate([rows, cols])
+        return float(np.mean(both**2)) if both.size else float("nan")
+
+    base = energy(reference)
+    return energy(test) / base if base > 0 else float("nan")

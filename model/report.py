@@ -37,7 +37,9 @@ from leukoscreen.model.networks import METHOD_NAMES
 
 
 PARSING_NAMES = {"gp": "GP", "gpsft": "GP-SFT"}
-CSV_COLUMNS = ("scale", "method", "name", "source", "n_images", "psnr", "ssim", *PARSING_KEYS)
+CSV_COLUMNS = (
+    "scale", "method", "name", "source", "n_images", "psnr", "ssim", "texture", *PARSING_KEYS
+)  # fmt: skip
 
 PAPER_TABLE2: dict[int, dict[str, dict[str, float]]] = {
     4: {
@@ -236,11 +238,14 @@ def _main_table(table: Table) -> list[str]:
         "|---|---|" + "---:|" * len(names),
     ]
     for scale in table.scales:
-        for k, metric in enumerate(("psnr", "ssim")):
-            digits = 4
-            cells = [_fmt(table.value(scale, m, metric), digits) for m in table.methods]
+        for k, metric in enumerate(("psnr", "ssim", "texture")):
+            cells = [
+                _fmt(table.value(scale, m, metric), 4 - (metric == "texture"))
+                for m in table.methods
+            ]
             label = f"{scale}×" if k == 0 else ""
-            lines.append(f"| {label} | {metric.upper()} | " + " | ".join(cells) + " |")
+            name = "texture" if metric == "texture" else metric.upper()
+            lines.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
         if any(m in PRIOR_ARCHS for m in table.methods):
             cells = [
                 _fmt(table.parsing_mean(scale, method=m).get("miou"), 4)
@@ -249,6 +254,12 @@ def _main_table(table: Table) -> list[str]:
                 for m in table.methods
             ]
             lines.append("|  | mIoU | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "texture: gradient energy of the SR luminance over the HR's inside the nucleus (expert "
+        "mask, else the stain-derived one; `metrics.texture_ratio`): 1 is the HR's own texture, "
+        "below 1 smoother, above 1 detail the HR does not have.",
+    ]
     if table.missing:
         lines += ["", f"n/a: no weights yet for {', '.join(table.missing)}."]
     return lines

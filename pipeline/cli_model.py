@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from leukoscreen.model.config import SCALES
+from leukoscreen.model.config import GAN_ARCHS, SCALES
 from leukoscreen.model.errors import UsageError
 from leukoscreen.pipeline.cli_options import ConfigOption
 from leukoscreen.pipeline.config import load_config, override_flags
@@ -26,8 +26,9 @@ TrainArch = Annotated[
     str | None,
     typer.Option(
         help=(
-            "Network: gp, np, srcnn, vdsr, srresnet or gpsft. [default: train.arch of the "
-            "config, gp]"
+            "Network: gp, np, srcnn, vdsr, srresnet, gpsft, srgan or sftgan (the GANs start "
+            "from the shipped SRResNet, or from --init, and train adversarially). [default: "
+            "train.arch of the config, gp]"
         ),
         show_default=False,
     ),
@@ -121,6 +122,22 @@ TrainParsingOnly = Annotated[
         "is the epoch with the best validation mIoU.",
     ),
 ]
+TrainPixelEpochs = Annotated[
+    int | None,
+    typer.Option(
+        help="srgan / sftgan: epochs at the start that train the generator on the pixel MSE "
+        "alone (its pre-training) before the adversarial ones. [default: 0]",
+        show_default=False,
+    ),
+]
+TrainAdversarialWeight = Annotated[
+    float | None,
+    typer.Option(
+        help="srgan / sftgan: weight of the adversarial loss against the content loss "
+        "(Ledig et al.: 1e-3).",
+        show_default=False,
+    ),
+]
 TrainDevice = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu or cuda.")]
 TrainResume = Annotated[
     bool,
@@ -149,7 +166,8 @@ EvaluateMethod = Annotated[
     typer.Option(
         "--method",
         metavar="NAME",
-        help="Method to run: bicubic, srcnn, vdsr, srresnet, np, gp or gpsft; repeatable. "
+        help="Method to run: bicubic, srcnn, vdsr, srresnet, srgan, sftgan, np, gp or gpsft; "
+        "repeatable. "
         "Default: all, reporting those without shipped weights as n/a.",
     ),
 ]
@@ -197,17 +215,20 @@ def train_cmd(
     lr_halve_every: TrainLrHalveEvery = None,
     init: TrainInit = None,
     parsing_only: TrainParsingOnly = False,
+    pixel_epochs: TrainPixelEpochs = None,
+    adversarial_weight: TrainAdversarialWeight = None,
     device: TrainDevice = "auto",
     resume: TrainResume = False,
     config: ConfigOption = None,
 ) -> None:
     """Train a super-resolution network on leukocyte images with expert parsing masks."""
+    from leukoscreen.model.gan_train import train_gan
     from leukoscreen.model.networks import design_kwargs  # imports torch: only when training
     from leukoscreen.model.train import train
 
     base = load_config(config)
     arch_kwargs = None
-    if init is not None:
+    if init is not None and arch not in GAN_ARCHS:  # a GAN's --init is its generator's start
         from leukoscreen.model.checkpoint import load_init
 
         initial = load_init(init, scale if scale is not None else base.train.scale)
@@ -231,10 +252,12 @@ def train_cmd(
             "--mask-repeat": ("train.mask_repeat", mask_repeat),
             "--lr-halve-every": ("train.lr_halve_every_epochs", lr_halve_every),
             "--parsing-only": ("train.parsing_only", parsing_only or None),
+            "--pixel-epochs": ("train.pixel_epochs", pixel_epochs),
+            "--adversarial-weight": ("train.adversarial_weight", adversarial_weight),
         },
     ).train
     run_dir = out if out is not None else Path("runs") / f"{cfg.arch}_x{cfg.scale}"
-    result = train(
+    result = (train_gan if cfg.arch in GAN_ARCHS else train)(
         cfg,
         data=data or [DEFAULT_TRAIN_DATA],
         run_dir=run_dir,
@@ -244,9 +267,12 @@ def train_cmd(
     )
     best_key = "val_miou" if cfg.parsing_only else "val_psnr"
     best = max(result.history, key=lambda record: record[best_key], default=None)
+    if cfg.arch in GAN_ARCHS:  # a GAN keeps its last epoch, not its best PSNR
+        best = result.history[-1] if result.history else None
     summary = f"{cfg.arch} x{cfg.scale}: {result.epochs_done}/{cfg.epochs} epochs in {run_dir}"
     if best is not None:
-        summary += f"; best val PSNR {best['val_psnr']:.3f} dB at epoch {int(best['epoch'])}"
+        word = "last" if cfg.arch in GAN_ARCHS else "best"
+        summary += f"; {word} val PSNR {best['val_psnr']:.3f} dB at epoch {int(best['epoch'])}"
         if "val_miou" in best:
             summary += f" (val mIoU {best['val_miou']:.3f})"
         summary += f" -> {result.best_weights}"

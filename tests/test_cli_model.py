@@ -227,7 +227,7 @@ def test_upscale_checkpoint_of_another_scale(
         (
             ["--arch", "nope"],
             "leukoscreen: error: --arch: expected one of default, bicubic, gp, np, srcnn, vdsr, "
-            "srresnet, gpsft, found str 'nope'",
+            "srresnet, gpsft, srgan, sftgan, found str 'nope'",
         ),
         (
             ["--arch", "bicubic", "--scale", "3"],

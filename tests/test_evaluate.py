@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from leukoscreen.model.checkpoint import read_manifest, save_weights
 from leukoscreen.model.errors import CheckpointError, UsageError
 from leukoscreen.model.evaluate import evaluate_methods
 from leukoscreen.model.imresize import imresize, rgb2y
-from leukoscreen.model.metrics import parsing_scores, psnr, ssim
+from leukoscreen.model.metrics import parsing_scores, psnr, ssim, texture_ratio
 from leukoscreen.model.networks import build_network
 from leukoscreen.model.report import CSV_COLUMNS, table_markdown, write_results
 from leukoscreen.pipeline.cli import app, main
@@ -213,13 +214,45 @@ def test_methods_without_weights_are_missing_unless_requested(
 ) -> None:
     monkeypatch.setattr(evaluate_module, "read_manifest", lambda: {})
     table = evaluate_methods(data=plain, scales=(8,), figures=False)
-    assert table.methods == ("bicubic", "srcnn", "vdsr", "srresnet", "np", "gp", "gpsft")
-    assert table.missing == ["srcnn_x8", "vdsr_x8", "srresnet_x8", "np_x8", "gp_x8", "gpsft_x8"]
+    assert table.methods == (
+        "bicubic", "srcnn", "vdsr", "srresnet", "srgan", "sftgan", "np", "gp", "gpsft"
+    )  # fmt: skip
+    assert table.missing == [
+        f"{m}_x8" for m in ("srcnn", "vdsr", "srresnet", "srgan", "sftgan", "np", "gp", "gpsft")
+    ]
     assert {s.method for s in table.images} == {"bicubic"}
     assert table.value(8, "gp", "psnr") is None
     assert "n/a: no weights yet for srcnn_x8, vdsr_x8" in table_markdown(table)
     with pytest.raises(CheckpointError, match="no shipped weights for np_x8"):
         evaluate_methods(data=plain, scales=(8,), methods=["np"], figures=False)
+
+
+def test_texture_is_the_gradient_energy_ratio_inside_the_expert_nucleus(masked: Path) -> None:
+    table = evaluate_methods(data=masked, scales=(4,), methods=["bicubic"], figures=False)
+    for score in table.images:
+        k = int(score.image_id.rsplit("cell", 1)[-1])
+        rgb, mask = _cell(k)
+        hr, up = _direct(rgb, 4)
+        expected = texture_ratio(hr, up, mask == 255)
+        assert score.texture == pytest.approx(expected, rel=1e-4)
+        assert 0.2 < score.texture < 1  # bicubic is smoother than the HR image
+    assert table.value(4, "bicubic", "texture") == pytest.approx(
+        np.mean([s.texture for s in table.images])
+    )
+
+
+def test_gan_weights_are_evaluated_under_their_names(plain: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    tiny = {"num_features": 4, "num_blocks": 1}
+    path = tmp_path / "srgan_x4.pt"
+    save_weights(build_network("srgan", scale=4, **tiny), path, arch="srgan", scale=4,
+                 arch_kwargs=tiny, dtype=torch.float32)  # fmt: skip
+    table = evaluate_methods(
+        data=plain, scales=(4,), methods=["srgan"], checkpoints={"srgan_x4": path}, figures=False
+    )
+    assert [s.method for s in table.images] == ["srgan"] * 3
+    assert math.isfinite(table.value(4, "srgan", "psnr") or math.nan)
+    assert "| SRGAN |" in table_markdown(table)
 
 
 def test_checkpoint_of_another_arch_or_scale_is_refused(plain: Path, tiny_gp: Path) -> None:
@@ -233,7 +266,7 @@ def test_checkpoint_of_another_arch_or_scale_is_refused(plain: Path, tiny_gp: Pa
     ("kwargs", "message"),
     [
         ({"scales": (3,)}, "--scale: expected one of 4, 8, got 3"),
-        ({"methods": ["sftgan"]}, "--method: expected one of bicubic, srcnn, vdsr, srresnet, np"),
+        ({"methods": ["esrgan"]}, "--method: expected one of bicubic, srcnn, vdsr, srresnet, srg"),
         ({"methods": []}, "--method: no method given"),
         ({"split": "holdout"}, "--split: expected train, val or test, got 'holdout'"),
     ],

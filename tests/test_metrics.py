@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.ndimage
 from skimage.metrics import structural_similarity
 
 from leukoscreen.model.metrics import (
@@ -14,6 +15,7 @@ from leukoscreen.model.metrics import (
     psnr,
     ssim,
     stain_nucleus_mask,
+    texture_ratio,
 )
 
 
@@ -162,3 +164,21 @@ def test_parsing_proxies_of_a_good_and_a_flooding_map() -> None:
     flooded = np.ones_like(labels)  # everything cytoplasm: no nucleus, cell to the border
     bad = parsing_proxies(flooded, rgb)
     assert bad == {"outer_strip_cell": 1.0, "nucleus_in_centre": 0.0, "nucleus_iou_stain": 0.0}
+
+
+def test_texture_ratio_is_one_for_the_reference_below_for_blur_above_for_noise() -> None:
+    rng = np.random.default_rng(0)
+    hr = scipy.ndimage.gaussian_filter(rng.random((64, 64)), 1.0)
+    region = np.zeros((64, 64), dtype=bool)
+    region[16:48, 16:48] = True
+    assert texture_ratio(hr, hr, region) == 1.0
+    assert texture_ratio(hr, scipy.ndimage.gaussian_filter(hr, 1.5), region) < 0.3
+    assert texture_ratio(hr, hr + rng.normal(0, 0.05, hr.shape), region) > 2
+    # only the region counts: noise outside it changes nothing
+    outside = hr.copy()
+    outside[:8] += rng.normal(0, 0.5, (8, 64))
+    assert texture_ratio(hr, outside, region) == 1.0
+    # by hand: energy = mean of the squared row and column differences inside the region
+    ramp = np.tile(np.arange(4.0), (4, 1))  # column differences 1, row differences 0
+    assert texture_ratio(ramp, 2 * ramp, np.ones((4, 4), bool)) == pytest.approx(4.0)
+    assert np.isnan(texture_ratio(hr, hr, np.zeros((64, 64), bool)))
