@@ -173,6 +173,13 @@ class GeometryPriorSFT(nn.Module):
         refine_widths: channels per x2 step of the HR :class:`ParsingRefiner` (e.g.
             ``(16, 32, 48)``); empty (the default, as the shipped weights were trained) for the
             coarse sub-pixel map alone.
+        hr_parser_widths: level widths of an HR parser (e.g. ``(16, 32, 64, 128)``): a
+            :class:`~leukoscreen.model.unet.PriorUNet` at HR that reads the SR luminance (detached:
+            it never trains the SR path), the bicubic Cb, Cr and the sigmoid of the map so far,
+            and adds a correction to the logits (its head starts at zero). The paper's GP draws
+            its map with a U-Net at HR; this one reads the SR image instead of the bicubic one.
+            Empty (the default) for none. With it, the HR stages run on the whole input and
+            ``trim`` only crops (its reach is wider than :data:`HR_CONTEXT_LR`).
 
     Shapes: x (N, 3, h, w) LR Y, Cb, Cr in [0, 1] -> (sr (N, 1, h*s, w*s), parsing logits
         (N, 3, h*s, w*s) in the order nucleus, cytoplasm, background).
@@ -192,6 +199,7 @@ class GeometryPriorSFT(nn.Module):
         condition_features: int = 64,
         head_width: int = 16,
         refine_widths: tuple[int, ...] = (),
+        hr_parser_widths: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         if scale < 2 or num_features < 1 or num_blocks < 1:
@@ -211,6 +219,13 @@ class GeometryPriorSFT(nn.Module):
             if refine_widths
             else None
         )
+        self.hr_parser = (
+            PriorUNet(in_channels=6, out_channels=3, widths=tuple(hr_parser_widths))
+            if hr_parser_widths
+            else None
+        )
+        if self.hr_parser is not None:
+            zero_init_(self.hr_parser.head)
         self.extract = conv3x3(1, num_features)
         self.blocks = nn.ModuleList(
             SFTResidualBlock(num_features, condition_features) for _ in range(num_blocks)
@@ -231,20 +246,25 @@ class GeometryPriorSFT(nn.Module):
         height, width = x.shape[-2:]
         if not 0 <= 2 * trim < min(height, width):
             raise ValueError(f"trim must be >= 0 and leave pixels of {height}x{width}, got {trim}")
-        cut = max(trim - HR_CONTEXT_LR, 0)  # LR px the HR stages never see
+        reach = HR_CONTEXT_LR if self.hr_parser is None else trim
+        cut = max(trim - reach, 0)  # LR px the HR stages never see
         rest = (trim - cut) * self.scale  # HR px cut from what they compute
         y = x[:, :1]  # (N, 1, h, w) LR luminance
         condition = self.condition(self.prior(x))  # (N, K, h, w)
         kept = crop_border(condition, cut)
         logits = self.parsing_head(kept)  # (N, 3, H, W), blocky at x8
+        up = crop_border(self.upsample(x), cut * self.scale)  # (N, 3, H, W) bicubic Y, Cb, Cr
         if self.refiner is not None:
-            logits = self.refiner(kept, crop_border(self.upsample(x), cut * self.scale), logits)
+            logits = self.refiner(kept, up, logits)
         shallow = self.extract(y)
         features = shallow
         for block in self.blocks:
             features = block(features, condition)
         features = crop_border(self.trunk_out(features) + shallow, cut)
-        sr = self.sr_head(features).float() + crop_border(self.upsample(y), cut * self.scale)
+        sr = self.sr_head(features).float() + up[:, :1]
+        if self.hr_parser is not None:
+            guide = torch.cat([sr.detach(), up[:, 1:], torch.sigmoid(logits.float())], dim=1)
+            logits = logits + self.hr_parser(guide)
         return crop_border(sr, rest), crop_border(logits, rest)  # (N, 1, H', W'), (N, 3, H', W')
 
 

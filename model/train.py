@@ -165,11 +165,11 @@ def evaluate(
     return result
 
 
-PRIOR_MODULES = ("prior", "condition", "parsing_head", "refiner")
+PRIOR_MODULES = ("prior", "condition", "parsing_head", "refiner", "hr_parser")
 """Sub-modules that make the parsing map (GP: the U-Net; GP-SFT: U-Net, condition, head,
-refiner)."""
+refiner, HR parser)."""
 
-PARSING_MODULES = ("parsing_head", "refiner")
+PARSING_MODULES = ("parsing_head", "refiner", "hr_parser")
 """Sub-modules that make only the parsing map and never feed the SR image (GP-SFT)."""
 
 

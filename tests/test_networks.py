@@ -357,3 +357,38 @@ def test_gpsft_trim_equals_cutting_the_full_output(scale: int, monkeypatch) -> N
         assert (logits_short - logits[..., cut:-cut, cut:-cut]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="trim must be"):
         net(x, trim=6)
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_an_untrained_hr_parser_changes_nothing_and_trim_stays_exact(scale: int) -> None:
+    """GP-SFT with an HR parser: untrained (head at zero) it gives exactly the outputs of the
+    network without it; with trained weights ``trim`` still equals cutting the full outputs,
+    and the parser never sends a gradient into the SR path."""
+    torch.manual_seed(0)
+    kwargs = {**TINY["gpsft"], "refine_widths": (4, 4, 4)}
+    plain = build_network("gpsft", scale=scale, **kwargs).eval()
+    parsed = build_network("gpsft", scale=scale, hr_parser_widths=(4, 8), **kwargs).eval()
+    missing, unexpected = parsed.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("hr_parser.") for k in missing)
+    x = torch.rand(2, 3, 13, 12)
+    with torch.no_grad():
+        for parameter in plain.parameters():
+            parameter.normal_(0.0, 0.3)
+        parsed.load_state_dict(plain.state_dict(), strict=False)
+        torch.testing.assert_close(parsed(x)[0], plain(x)[0])
+        torch.testing.assert_close(parsed(x)[1], plain(x)[1])
+        for parameter in parsed.hr_parser.parameters():
+            parameter.normal_(0.0, 0.3)
+        sr, logits = parsed(x)
+        assert (logits - plain(x)[1]).abs().max() > 1e-3
+        torch.testing.assert_close(sr, plain(x)[0])  # the parser touches the map only
+        for trim in (1, 3):
+            cut = trim * scale
+            sr_t, logits_t = parsed(x, trim=trim)
+            torch.testing.assert_close(sr_t, sr[..., cut:-cut, cut:-cut], rtol=0, atol=1e-5)
+            torch.testing.assert_close(logits_t, logits[..., cut:-cut, cut:-cut], rtol=0, atol=1e-5)
+    _, logits = parsed(x)
+    logits.sum().backward()
+    assert all(p.grad is None for p in parsed.sr_head.parameters())
+    assert all(p.grad is None for p in parsed.blocks.parameters())
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in parsed.hr_parser.parameters())

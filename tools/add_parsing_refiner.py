@@ -1,11 +1,15 @@
-"""Carry GP-SFT weights trained without the HR parsing refiner into the current network.
+"""Carry GP-SFT weights into a network with more HR parsing modules, starting at zero.
 
 The first shipped GP-SFT weights predate :class:`leukoscreen.model.gpsft.ParsingRefiner`. This
 script loads them into today's GP-SFT (refiner included, its last convolution at zero, so the
 network computes exactly what the old weights did) and saves a weights file that
-``leukoscreen train --init FILE --parsing-only`` can start from. Run from the project root:
+``leukoscreen train --init FILE --parsing-only`` can start from. ``--hr-parser W...`` adds the
+HR parser (``GeometryPriorSFT(hr_parser_widths=...)``, its head at zero) to weights that have
+a refiner already. Run from the project root:
 
     python tools/add_parsing_refiner.py --scale 8 --old OLD.pt --out runs/gpsft_x8_refiner_init.pt
+    python tools/add_parsing_refiner.py --scale 8 --old model/weights/gpsft_x8.pt \
+        --hr-parser 16 32 64 128 --out runs/hrparser/init_x8.pt
 """
 
 from __future__ import annotations
@@ -27,13 +31,21 @@ def main() -> None:
     parser.add_argument(
         "--widths", type=int, nargs="+", default=[16, 32, 48], help="refiner channels per x2 step"
     )
+    parser.add_argument(
+        "--hr-parser", type=int, nargs="+", default=None, help="add the HR parser, level widths"
+    )
     args = parser.parse_args()
     state = torch.load(args.old, map_location="cpu", weights_only=True)
-    arch_kwargs = {"refine_widths": tuple(args.widths)}
+    arch_kwargs = dict(state.get("arch_kwargs", {}))
+    arch_kwargs.setdefault("refine_widths", tuple(args.widths))
+    new = "refiner."
+    if args.hr_parser:
+        arch_kwargs["hr_parser_widths"] = tuple(args.hr_parser)
+        new = "hr_parser."
     model = build_network("gpsft", scale=args.scale, **arch_kwargs)
     missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
-    if unexpected or any(not key.startswith("refiner.") for key in missing):
-        raise SystemExit(f"{args.old}: not GP-SFT weights without a refiner ({unexpected})")
+    if unexpected or any(not key.startswith(new) for key in missing):
+        raise SystemExit(f"{args.old}: not GP-SFT weights without {new[:-1]} ({unexpected})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(
         model,
@@ -45,7 +57,7 @@ def main() -> None:
         metrics=state.get("metrics", {}),
         dtype=torch.float32,
     )
-    print(f"{args.out}: {len(missing)} refiner tensors added at their initial values")
+    print(f"{args.out}: {len(missing)} {new[:-1]} tensors added at their initial values")
 
 
 if __name__ == "__main__":
