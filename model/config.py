@@ -31,6 +31,9 @@ GAN_ARCHS = ("srgan", "sftgan")
 """Networks trained adversarially (``leukoscreen.model.gan_train``)."""
 PRIOR_ARCHS = ("gp", "gpsft")
 """Networks that predict a parsing map besides the SR image."""
+PARSING_ARCHS = (*PRIOR_ARCHS, "sftgan")
+"""Networks whose output includes a parsing map: the prior networks, and SFTGAN, which passes
+on the map of the GP-SFT it is conditioned on."""
 DEFAULT_ARCH = "gpsft"
 """The network ``arch="default"`` names: what ``leukoscreen run`` and ``load_pretrained(scale=s)``
 use. GP-SFT: above every other shipped network on every source measured, 9-22x faster than the

@@ -26,7 +26,7 @@ from leukoscreen.model.checkpoint import (
     resolve_arch,
     shipped_weights_path,
 )
-from leukoscreen.model.config import ARCHS, PRIOR_ARCHS, check_scale
+from leukoscreen.model.config import ARCHS, PARSING_ARCHS, check_scale
 from leukoscreen.model.device import (
     channels_last,
     parsing_labels,
@@ -77,7 +77,7 @@ class Upscaler:
     @property
     def has_prior(self) -> bool:
         """Whether :meth:`upscale` returns parsing labels."""
-        return self.arch in PRIOR_ARCHS
+        return self.arch in PARSING_ARCHS
 
     def upscale(
         self, lr: NDArray[np.uint8], *, trim: int = 0

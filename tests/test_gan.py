@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -217,3 +218,25 @@ def test_a_gan_refuses_another_network_as_its_start(cells: Path, tmp_path: Path)
     )
     with pytest.raises(UsageError, match="expected srresnet or srgan"):
         _gan(replace(CFG, init=str(other)), cells, tmp_path / "run")
+
+
+def test_an_sftgan_checkpoint_upscales_cells_with_its_parsing_map(
+    cells: Path, tiny_srresnet: Path, tmp_path: Path
+) -> None:
+    from leukoscreen.model.inference import load_checkpoint
+
+    cfg = replace(CFG, arch="sftgan", epochs=1, init=str(tiny_srresnet), pixel_epochs=1)
+    result = _gan(cfg, cells, tmp_path)
+    upscaler = load_checkpoint(result.best_weights, device="cpu", precision="fp32")
+    assert upscaler.has_prior
+    lr = np.random.default_rng(0).integers(0, 256, (2, 9, 10, 3), dtype=np.uint8)
+    sr, parsing = upscaler.upscale(lr)
+    assert sr.shape == (2, 36, 40, 3) and parsing is not None and parsing.shape == (2, 36, 40)
+    gpsft = load_init("gpsft", 4).model  # the stored map is the shipped GP-SFT's
+    from leukoscreen.model.device import parsing_labels
+    from leukoscreen.model.imresize import rgb2ycbcr
+
+    x = torch.from_numpy(rgb2ycbcr(lr / 255.0).transpose(0, 3, 1, 2).astype(np.float32))
+    with torch.no_grad():
+        expected = parsing_labels(gpsft(x)[1]).numpy()
+    assert (parsing == expected).mean() > 0.999
