@@ -63,47 +63,37 @@ GAN_FORMAT = "leukoscreen-gan-train/1"
 GAN_ARCHS = ("srgan", "sftgan")
 
 
-def build_generator(cfg: TrainConfig, arch_kwargs: dict[str, Any]) -> nn.Module:
-    """The generator at its starting point: ``cfg.init`` (an SRResNet, or the same GAN's
-    weights), by default the shipped SRResNet; SFTGAN's prior from the shipped GP-SFT.
+def build_generator(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """The generator at its starting point and its constructor arguments: ``cfg.init`` (an
+    SRResNet, or the same GAN's weights), by default the shipped SRResNet; the trunk's size
+    follows those weights; SFTGAN's parsing prior is the shipped GP-SFT.
 
     Raises:
         UsageError: ``cfg.arch`` is not a GAN, or ``init`` holds another network.
     """
     if cfg.arch not in GAN_ARCHS:
         raise UsageError(f"arch: expected one of {', '.join(GAN_ARCHS)}, got {cfg.arch!r}")
-    initial = load_init(cfg.init or "srresnet", cfg.scale)
-    own_kwargs = {k: v for k, v in initial.meta.get("arch_kwargs", {}).items()}
-    if initial.arch not in ("srresnet", cfg.arch):
+    spec = cfg.init or "srresnet"
+    initial = load_init(spec, cfg.scale)
+    kwargs = dict(initial.meta.get("arch_kwargs", {}))
+    if initial.arch not in ("srresnet", cfg.arch) or kwargs.get("global_residual"):
         raise UsageError(
-            f"--init {cfg.init}: holds {initial.arch}, expected srresnet or {cfg.arch}"
+            f"--init {spec}: holds {initial.arch} {kwargs}, expected srresnet (the paper's, "
+            f"without global_residual) or {cfg.arch}"
         )
-    if cfg.arch == "srgan":
-        generator = build_network("srgan", scale=cfg.scale, **arch_kwargs)
-        generator.load_state_dict(initial.model.state_dict())
-        return generator
-    if initial.arch == "sftgan":
-        generator = build_network("sftgan", scale=cfg.scale, **own_kwargs)
-        generator.load_state_dict(initial.model.state_dict())
-        return generator
+    if initial.arch == cfg.arch or cfg.arch == "srgan":  # SRGAN's generator is SRResNet
+        return initial.model, kwargs
     prior = load_init("gpsft", cfg.scale)
-    generator = build_network(
-        "sftgan", scale=cfg.scale, **arch_kwargs, prior_kwargs=prior.meta.get("arch_kwargs", {})
-    )
+    kwargs["prior_kwargs"] = dict(prior.meta.get("arch_kwargs", {}))
+    generator = build_network("sftgan", scale=cfg.scale, **kwargs)
     assert isinstance(generator, SFTGAN)
     generator.prior.load_state_dict(prior.model.state_dict())
     trunk = srresnet_state_to_sftgan(initial.model.state_dict(), len(generator.blocks))
     missing, unexpected = generator.load_state_dict(trunk, strict=False)
-    if unexpected or any(not k.startswith(("prior.", "condition.", "blocks.")) for k in missing):
-        raise UsageError(f"--init {cfg.init or 'srresnet'}: does not fit the SFTGAN trunk")
-    return generator
-
-
-def generator_kwargs(generator: nn.Module, arch_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The constructor arguments that rebuild ``generator`` (SFTGAN: with its prior's)."""
-    if isinstance(generator, SFTGAN):
-        return {**arch_kwargs, "prior_kwargs": dict(generator.prior_kwargs)}
-    return dict(arch_kwargs)
+    if unexpected or any(not k.startswith(("prior.", "condition.")) and ".sft." not in k
+                         for k in missing):  # fmt: skip
+        raise UsageError(f"--init {spec}: does not fit the SFTGAN trunk")
+    return generator, kwargs
 
 
 def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -122,10 +112,10 @@ def content_loss(features: nn.Module, sr: torch.Tensor, hr_ycbcr: torch.Tensor) 
 class _Gan:
     """The two networks, their optimisers and the feature network of one run."""
 
-    def __init__(self, cfg: TrainConfig, arch_kwargs: dict[str, Any], dev: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, dev: torch.device) -> None:
         self.cfg = cfg
-        self.generator = channels_last(build_generator(cfg, arch_kwargs).to(dev))
-        self.kwargs = generator_kwargs(self.generator, arch_kwargs)
+        generator, self.kwargs = build_generator(cfg)
+        self.generator = channels_last(generator.to(dev))
         self.discriminator = channels_last(SRGANDiscriminator().to(dev))
         self.features = channels_last(CellFeatures.from_shipped().to(dev))
         trainable = [p for p in self.generator.parameters() if p.requires_grad]
@@ -262,19 +252,18 @@ def train_gan(
     data: Path | Sequence[Path],
     run_dir: Path,
     resume: bool = False,
-    arch_kwargs: dict[str, Any] | None = None,
     device: str = "auto",
     stop_after_epochs: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train SRGAN or SFTGAN at ``cfg.scale`` on ``data`` (see the module docstring); the same
-    arguments as :func:`leukoscreen.model.train.train`. ``TrainResult.best_weights`` is
-    ``generator.pt``, the generator after the last epoch done.
+    """Train SRGAN or SFTGAN at ``cfg.scale`` on ``data`` (see the module docstring); the
+    arguments of :func:`leukoscreen.model.train.train` but ``arch_kwargs``: the generator's size
+    follows its ``init`` weights. ``TrainResult.best_weights`` is ``generator.pt``, the
+    generator after the last epoch done.
 
     Raises:
         UsageError, DataError, CheckpointError: bad arguments, data or checkpoint.
     """
-    arch_kwargs = dict(arch_kwargs or {})
     run_dir = Path(run_dir)
     last_path, weights_path = run_dir / "last.pt", run_dir / "generator.pt"
     if last_path.exists() and not resume:
@@ -286,7 +275,7 @@ def train_gan(
     dev = resolve_device(device)
     precision = resolve_precision(cfg.precision, dev)
     train_set, val_set, _ = _datasets(cfg, data)
-    gan = _Gan(cfg, arch_kwargs, dev)
+    gan = _Gan(cfg, dev)
     start, history = _resume(last_path, cfg, gan, dev) if resume else (0, [])
     run_dir.mkdir(parents=True, exist_ok=True)
     end = (

@@ -257,14 +257,14 @@ def train_cmd(
         },
     ).train
     run_dir = out if out is not None else Path("runs") / f"{cfg.arch}_x{cfg.scale}"
-    result = (train_gan if cfg.arch in GAN_ARCHS else train)(
-        cfg,
-        data=data or [DEFAULT_TRAIN_DATA],
-        run_dir=run_dir,
-        resume=resume,
-        device=device,
-        arch_kwargs=design_kwargs(cfg.arch) if arch_kwargs is None else arch_kwargs,
-    )
+    sources = data or [DEFAULT_TRAIN_DATA]
+    if cfg.arch in GAN_ARCHS:  # the generator's size follows its --init weights
+        result = train_gan(cfg, data=sources, run_dir=run_dir, resume=resume, device=device)
+    else:
+        kwargs = design_kwargs(cfg.arch) if arch_kwargs is None else arch_kwargs
+        result = train(
+            cfg, data=sources, run_dir=run_dir, resume=resume, device=device, arch_kwargs=kwargs
+        )
     best_key = "val_miou" if cfg.parsing_only else "val_psnr"
     best = max(result.history, key=lambda record: record[best_key], default=None)
     if cfg.arch in GAN_ARCHS:  # a GAN keeps its last epoch, not its best PSNR

@@ -123,6 +123,31 @@ def test_train_two_epochs_with_resume(
     )
 
 
+def test_train_a_gan_from_a_weights_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, cells: Path, train_toml: Path
+) -> None:
+    """``--arch srgan --init FILE``: the file is the generator's start (no fine-tuning
+    defaults), the run keeps its last epoch in generator.pt, and resumes."""
+    tiny = {"num_features": 4, "num_blocks": 1}
+    start = tmp_path / "srresnet.pt"
+    save_weights(build_network("srresnet", scale=4, **tiny), start, arch="srresnet", scale=4,
+                 arch_kwargs=tiny)  # fmt: skip
+    run = tmp_path / "gan"
+    common = ["--arch", "srgan", "--scale", "4", "--data", str(cells), "--out", str(run)]
+    common += ["--init", str(start), "--pixel-epochs", "1", "--adversarial-weight", "0.01"]
+    common += ["--batch-size", "4", "--device", "cpu", "--config", str(train_toml)]
+    assert main(["train", *common, "--epochs", "2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"srgan x4: 2/2 epochs in {run}; last val PSNR ")
+    assert line.endswith(f"dB at epoch 2 -> {run / 'generator.pt'}")
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["config"]["lr"] == 1e-4 and state["config"]["epochs"] == 2  # not FINE_TUNE's
+    assert state["config"]["pixel_epochs"] == 1 and state["config"]["adversarial_weight"] == 0.01
+    assert "train_d_loss" not in state["history"][0] and "train_d_loss" in state["history"][1]
+    assert main(["train", *common, "--epochs", "3", "--resume"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 3
+
+
 def test_train_default_run_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cells: Path, train_toml: Path
 ) -> None:
