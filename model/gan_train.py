@@ -57,7 +57,13 @@ from leukoscreen.model.gan import (
     srresnet_state_to_sftgan,
 )
 from leukoscreen.model.networks import build_network
-from leukoscreen.model.train import TrainResult, _datasets, evaluate, lr_at, training_batch
+from leukoscreen.model.train import (
+    TrainResult,
+    evaluate,
+    lr_at,
+    training_batch,
+    training_sets,
+)
 
 GAN_FORMAT = "leukoscreen-gan-train/1"
 GAN_ARCHS = ("srgan", "sftgan")
@@ -274,7 +280,7 @@ def train_gan(
     torch.manual_seed(cfg.seed)
     dev = resolve_device(device)
     precision = resolve_precision(cfg.precision, dev)
-    train_set, val_set, _ = _datasets(cfg, data)
+    train_set, val_set, _ = training_sets(cfg, data)
     gan = _Gan(cfg, dev)
     start, history = _resume(last_path, cfg, gan, dev) if resume else (0, [])
     run_dir.mkdir(parents=True, exist_ok=True)

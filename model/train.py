@@ -208,7 +208,9 @@ def _batches(dataset: SRDataset, cfg: TrainConfig, epoch: int) -> Iterator[list[
     return dataset.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch)
 
 
-def _datasets(cfg: TrainConfig, data: Path | Sequence[Path]) -> tuple[SRDataset, SRDataset, bool]:
+def training_sets(
+    cfg: TrainConfig, data: Path | Sequence[Path]
+) -> tuple[SRDataset, SRDataset, bool]:
     """The training and validation sets of ``data`` and whether no training image has a mask.
 
     Raises:
@@ -417,7 +419,7 @@ def train(
     if dev.type == "cuda":  # CUDA runs are not bit-exact anyway; let cuDNN pick fast kernels
         torch.backends.cudnn.benchmark = True
 
-    train_set, val_set, no_masks = _datasets(cfg, data)
+    train_set, val_set, no_masks = training_sets(cfg, data)
     model = channels_last(_build_model(cfg, arch_kwargs, no_masks).to(dev))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=cfg.lr, betas=(0.9, 0.999))
