@@ -67,8 +67,8 @@ from leukoscreen.model.train import read_samples, split_samples
 
 METHODS = ("bicubic", "srcnn", "vdsr", "srresnet", "srgan", "sftgan", "np", "gp", "gpsft")
 """Table 2's columns in the paper's order, then our faster variant GP-SFT."""
-FIGURE_METHODS = ("bicubic", "srresnet", "np", "gp")
-"""The SR panels of Figs. 4-5, between the LR input and the HR ground truth."""
+FIGURE_METHODS = ("bicubic", "srresnet", "srgan", "sftgan", "np", "gp")
+"""The SR panels of Figs. 4-5 (the GANs' too), between the LR input and the HR image."""
 FIGURE_IMAGES = 3
 PARSING_KEYS = ("miou", "mdice", "iou_nucleus", "iou_cytoplasm", "dice_nucleus", "dice_cytoplasm")
 
