@@ -96,7 +96,8 @@ class TrainConfig:
             the best epoch is the one with the best validation mIoU.
         adversarial_weight: SRGAN / SFTGAN: weight of the generator's adversarial loss (Ledig
             et al.: 1e-3).
-        feature_weight: SRGAN / SFTGAN: weight of the content (feature) loss.
+        feature_weight: SRGAN / SFTGAN: weight of the content (feature) loss; 10, measured
+            (``docs/model-card.md``: with 1 the adversarial term wins and PSNR collapses).
         pixel_epochs: SRGAN / SFTGAN: epochs at the start that train the generator on the
             pixel MSE alone (its pre-training), before the adversarial epochs.
     """
@@ -119,7 +120,7 @@ class TrainConfig:
     init: str = ""
     parsing_only: bool = False
     adversarial_weight: float = 1e-3
-    feature_weight: float = 1.0
+    feature_weight: float = 10.0
     pixel_epochs: int = 0
 
     def __post_init__(self) -> None:

@@ -4,7 +4,8 @@ feature network of their content loss.
 * **SRGAN** (Ledig et al., CVPR 2017): the generator *is* SRResNet
   (:class:`~leukoscreen.model.srresnet.SRResNet`, pre-trained on the pixel loss: the shipped
   ``srresnet`` weights), trained on against :class:`SRGANDiscriminator` with a feature (content)
-  loss plus 1e-3 times the adversarial loss (Ledig et al., eq. 3).
+  loss plus 1e-3 times the adversarial loss (Ledig et al., eq. 3; our content weight, 10, was
+  measured: ``docs/model-card.md``).
 * **SFTGAN** (Wang et al., "Recovering realistic texture in image super-resolution by deep
   spatial feature transform", CVPR 2018): the same generator with a spatial feature transform
   layer in each residual block, conditioned on a parsing map. Wang et al. condition on a

@@ -29,12 +29,7 @@ from leukoscreen.model.gan_train import train_gan
 PAPER_EPOCHS = {"srgan": 100, "sftgan": 200}
 SFTGAN_PIXEL_EPOCHS = 5
 ORDER = (("srgan", 4), ("srgan", 8), ("sftgan", 4), ("sftgan", 8))
-FEATURE_WEIGHT = 10.0
-"""Content-loss weight against the adversarial loss's 1e-3 (Ledig et al.). Our content loss is
-relative to the HR features' mean square (about 0.002 at the pixel-trained start); with weight
-1 the adversarial term outweighed it and SRGAN x4 fell from 34.5 to 24.3 dB validation PSNR in
-3 epochs (``docs/results/gan_calibration.json``); see ``docs/model-card.md``."""
-BASE = TrainConfig(arch="srgan", epochs=1, augment=True, feature_weight=FEATURE_WEIGHT)
+BASE = TrainConfig(arch="srgan", epochs=1, augment=True)  # content weight 10: TrainConfig's
 
 
 def run_config(arch: str, scale: int, epochs: int) -> TrainConfig:
