@@ -1,10 +1,13 @@
 """One writer per store: a lock file beside the store, created atomically by the run that writes it.
 
-``<store>.lock`` (e.g. ``smear.leukoscreen.zarr.lock``) is created with ``O_CREAT | O_EXCL``, so of
-two runs that start together exactly one gets it, and holds one JSON line: the holder's host,
-pid and start time. ``leukoscreen run`` takes it for a new store, ``--resume`` and
-``--overwrite`` alike, before anything is read or deleted, and removes it when the run ends
-(also on an error). A second writer is refused with :class:`StoreLockedError` naming the holder.
+``<store>.lock`` (e.g. ``smear.leukoscreen.zarr.lock``) holds one JSON line: the holder's host,
+pid and start time. It is written to a private file first and then hard-linked to its name
+(``link`` fails when the name exists), so of two runs that start together exactly one gets it,
+and a run killed at any point never leaves an empty lock (one that names no holder could only be
+taken over after :data:`STALE_AFTER_S`). ``leukoscreen run`` takes it for a new store,
+``--resume`` and ``--overwrite`` alike, before anything is read or deleted, and removes it when
+the run ends (also on an error). A second writer is refused with :class:`StoreLockedError`
+naming the holder.
 
 A lock outlives its run only when the process is killed. Such a lock is taken over:
 
@@ -167,15 +170,39 @@ class WriterLock:
 
 
 def _create(path: Path, holder: LockHolder) -> bool:
-    """Create the lock file holding ``holder``; False when it exists."""
+    """Create the lock file holding ``holder`` in one step; False when it exists.
+
+    The content goes into a private file that is then hard-linked to ``path``: the lock appears
+    whole or not at all. Where the file system has no hard links, ``O_CREAT | O_EXCL`` and a
+    write are the fallback.
+    """
+    private = path.with_name(f"{path.name}.{uuid.uuid4().hex}.new")
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
+        private.write_text(holder.to_json() + "\n", encoding="utf-8")
+        try:
+            os.link(private, path)
+        except FileExistsError:
+            return False
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            return _create_in_place(path, holder)
     except OSError as err:
         raise OutputError(
             f"{path}: cannot create the store's writer lock ({err.strerror or err})"
         ) from err
+    finally:
+        with contextlib.suppress(OSError):
+            private.unlink()
+    return True
+
+
+def _create_in_place(path: Path, holder: LockHolder) -> bool:
+    """``O_CREAT | O_EXCL`` and a write: :func:`_create` without hard links."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         file.write(holder.to_json() + "\n")
     return True

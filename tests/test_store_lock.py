@@ -109,3 +109,46 @@ def test_release_leaves_a_lock_that_another_run_took(tmp_path: Path) -> None:
 def test_a_lock_in_a_missing_folder_is_an_output_error(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=r"a\.leukoscreen\.zarr\.lock: cannot create the store's"):
         WriterLock.acquire(tmp_path / "missing" / "a.leukoscreen.zarr")
+
+
+def test_a_run_killed_while_taking_the_lock_leaves_no_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock appears whole or not at all: a run dying between writing its holder line and
+    publishing the lock leaves nothing that blocks the next run (an empty lock file, which the
+    old create-then-write left, names no holder and blocked for STALE_AFTER_S)."""
+    import leukoscreen.pipeline.store_lock as store_lock
+
+    store = tmp_path / "a.leukoscreen.zarr"
+
+    def die(*_args: object) -> None:
+        raise KeyboardInterrupt  # stands for SIGKILL at that instant
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store_lock.os, "link", die)
+        with pytest.raises(KeyboardInterrupt):
+            WriterLock.acquire(store)
+    assert not lock_path(store).exists()
+    assert list(tmp_path.iterdir()) == []  # the private file is gone too
+    with WriterLock.acquire(store) as lock:  # the next run takes it at once
+        assert json.loads(lock_path(store).read_text())["pid"] == lock.holder.pid
+    assert not lock_path(store).exists()
+
+
+def test_without_hard_links_the_lock_is_still_exclusive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import leukoscreen.pipeline.store_lock as store_lock
+
+    def no_links(*_args: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(store_lock.os, "link", no_links)
+    store = tmp_path / "a.leukoscreen.zarr"
+    with WriterLock.acquire(store) as lock:
+        assert json.loads(lock_path(store).read_text())["pid"] == lock.holder.pid
+        with pytest.raises(StoreLockedError, match="another leukoscreen run"):
+            WriterLock.acquire(store)
+    assert list(tmp_path.iterdir()) == []
