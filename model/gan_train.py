@@ -25,7 +25,6 @@ validation PSNR, which is not what it optimises (the history records it each epo
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -45,8 +44,6 @@ from leukoscreen.model.device import (
     autocast,
     channels_last,
     model_input,
-    resolve_device,
-    resolve_precision,
     run_network,
 )
 from leukoscreen.model.errors import CheckpointError, UsageError
@@ -59,8 +56,11 @@ from leukoscreen.model.gan import (
 from leukoscreen.model.networks import build_network
 from leukoscreen.model.train import (
     TrainResult,
+    check_resumable,
     evaluate,
+    last_epoch,
     lr_at,
+    start_run,
     training_batch,
     training_sets,
 )
@@ -217,12 +217,9 @@ def _resume(
     if not last_path.exists():
         return 0, []
     state = torch.load(last_path, map_location=dev, weights_only=True)
-    saved = {**asdict(TrainConfig()), **state["config"]}
-    if state.get("format") != GAN_FORMAT or {**saved, "epochs": 0} != {**asdict(cfg), "epochs": 0}:
-        raise CheckpointError(
-            f"{last_path}: was trained with another config; resume needs the same one "
-            f"(saved {saved}, given {asdict(cfg)})"
-        )
+    if state.get("format") != GAN_FORMAT:
+        raise CheckpointError(f"{last_path}: not a GAN run's checkpoint ({GAN_FORMAT})")
+    check_resumable(last_path, state["config"], cfg)
     gan.load(state)
     return int(state["epoch"]), list(state["history"])
 
@@ -272,24 +269,12 @@ def train_gan(
     """
     run_dir = Path(run_dir)
     last_path, weights_path = run_dir / "last.pt", run_dir / "generator.pt"
-    if last_path.exists() and not resume:
-        raise CheckpointError(
-            f"{last_path}: a training run exists here; pass --resume or another --out"
-        )
-    torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
-    torch.manual_seed(cfg.seed)
-    dev = resolve_device(device)
-    precision = resolve_precision(cfg.precision, dev)
+    dev, precision = start_run(cfg, run_dir, resume=resume, device=device)
     train_set, val_set, _ = training_sets(cfg, data)
     gan = _Gan(cfg, dev)
     start, history = _resume(last_path, cfg, gan, dev) if resume else (0, [])
     run_dir.mkdir(parents=True, exist_ok=True)
-    end = (
-        cfg.epochs
-        if stop_after_epochs is None
-        else min(cfg.epochs, start + max(stop_after_epochs, 0))
-    )
-    for epoch in range(start, end):
+    for epoch in range(start, last_epoch(cfg, start, stop_after_epochs)):
         for optimizer in (gan.opt_g, gan.opt_d):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(epoch, cfg)

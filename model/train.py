@@ -266,6 +266,46 @@ def _build_model(cfg: TrainConfig, arch_kwargs: dict[str, Any], no_masks: bool) 
     return model
 
 
+def start_run(
+    cfg: TrainConfig, run_dir: Path, *, resume: bool, device: str
+) -> tuple[torch.device, str]:
+    """What every training run does first: refuse a run folder in use unless resuming, set the
+    threads and the seed, and resolve the device and precision (cuDNN autotuning on CUDA).
+
+    Raises:
+        CheckpointError: ``run_dir/last.pt`` exists and ``resume`` is false.
+    """
+    last_path = run_dir / "last.pt"
+    if last_path.exists() and not resume:
+        raise CheckpointError(
+            f"{last_path}: a training run exists here; pass --resume or another --out"
+        )
+    torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
+    torch.manual_seed(cfg.seed)
+    dev = resolve_device(device)
+    if dev.type == "cuda":  # CUDA runs are not bit-exact anyway; let cuDNN pick fast kernels
+        torch.backends.cudnn.benchmark = True
+    return dev, resolve_precision(cfg.precision, dev)
+
+
+def check_resumable(last_path: Path, saved_config: dict[str, Any], cfg: TrainConfig) -> None:
+    """Raise ``CheckpointError`` unless the saved config is ``cfg`` (``epochs`` may grow; fields
+    added to :class:`TrainConfig` since the run was saved count as their defaults)."""
+    saved = {**asdict(TrainConfig()), **saved_config}
+    if {**saved, "epochs": 0} != {**asdict(cfg), "epochs": 0}:
+        raise CheckpointError(
+            f"{last_path}: was trained with another config; resume needs the same one "
+            f"(saved {saved}, given {asdict(cfg)})"
+        )
+
+
+def last_epoch(cfg: TrainConfig, start: int, stop_after_epochs: int | None) -> int:
+    """The epoch this call stops before: ``cfg.epochs``, or ``stop_after_epochs`` past ``start``."""
+    if stop_after_epochs is None:
+        return cfg.epochs
+    return min(cfg.epochs, start + max(stop_after_epochs, 0))
+
+
 def _resume(
     last_path: Path,
     cfg: TrainConfig,
@@ -280,12 +320,11 @@ def _resume(
     """
     dev = next(model.parameters()).device
     state = torch.load(last_path, map_location=dev, weights_only=True)
-    saved = {**asdict(TrainConfig()), **state["config"]}  # fields added later: defaults
-    same_config = {**saved, "epochs": 0} == {**asdict(cfg), "epochs": 0}
-    if not same_config or state["arch_kwargs"] != arch_kwargs:
+    check_resumable(last_path, state["config"], cfg)
+    if state["arch_kwargs"] != arch_kwargs:
         raise CheckpointError(
             f"{last_path}: was trained with another config; resume needs the same one "
-            f"(saved {saved}, given {asdict(cfg)})"
+            f"(saved arch_kwargs {state['arch_kwargs']}, given {arch_kwargs})"
         )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -408,17 +447,7 @@ def train(
     arch_kwargs = dict(arch_kwargs or {})
     run_dir = Path(run_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    if last_path.exists() and not resume:
-        raise CheckpointError(
-            f"{last_path}: a training run exists here; pass --resume or another --out"
-        )
-    torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
-    torch.manual_seed(cfg.seed)
-    dev = resolve_device(device)
-    precision = resolve_precision(cfg.precision, dev)
-    if dev.type == "cuda":  # CUDA runs are not bit-exact anyway; let cuDNN pick fast kernels
-        torch.backends.cudnn.benchmark = True
-
+    dev, precision = start_run(cfg, run_dir, resume=resume, device=device)
     train_set, val_set, no_masks = training_sets(cfg, data)
     model = channels_last(_build_model(cfg, arch_kwargs, no_masks).to(dev))
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -430,10 +459,7 @@ def train(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     model.train()
-    end_epoch = cfg.epochs
-    if stop_after_epochs is not None:  # stop as if killed after this many epochs in this call
-        end_epoch = min(cfg.epochs, start_epoch + max(stop_after_epochs, 0))
-    for epoch in range(start_epoch, end_epoch):
+    for epoch in range(start_epoch, last_epoch(cfg, start_epoch, stop_after_epochs)):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch, cfg)
         started = time.perf_counter()

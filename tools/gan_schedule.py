@@ -19,10 +19,9 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-from train_schedule import WEIGHTS_DIR, register_shipped
+from train_schedule import WEIGHTS_DIR, ship
 
-from leukoscreen.model.checkpoint import load_weights, save_weights
+from leukoscreen.model.checkpoint import load_weights
 from leukoscreen.model.config import TrainConfig
 from leukoscreen.model.gan_train import train_gan
 
@@ -45,20 +44,7 @@ def export(runs: Path, arch: str, scale: int, weights_dir: Path = WEIGHTS_DIR) -
     source = runs / f"{arch}_x{scale}" / "generator.pt"
     if not source.exists():
         return None
-    loaded = load_weights(source)
-    target = weights_dir / f"{arch}_x{scale}.pt"
-    save_weights(
-        loaded.model,
-        target,
-        arch=arch,
-        scale=scale,
-        arch_kwargs=loaded.meta["arch_kwargs"],
-        config=loaded.meta["config"],
-        metrics=loaded.meta["metrics"],
-        dtype=torch.float16,
-    )
-    register_shipped(weights_dir, arch, scale, target, metrics=loaded.meta["metrics"])
-    return target
+    return ship(load_weights(source), weights_dir)
 
 
 def main() -> None:

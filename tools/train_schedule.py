@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from leukoscreen.model.checkpoint import load_weights, save_weights, sha256_file
+from leukoscreen.model.checkpoint import LoadedWeights, load_weights, save_weights, sha256_file
 from leukoscreen.model.config import TrainConfig
 from leukoscreen.model.errors import UsageError
 from leukoscreen.model.networks import design_kwargs
@@ -88,19 +88,25 @@ def export_if_better(best: Path, arch: str, scale: int) -> bool:
     entry = read_shipped(WEIGHTS_DIR).get(f"{arch}_x{scale}")
     if entry is not None and float(entry["metrics"].get("val_psnr", float("-inf"))) >= new_psnr:
         return False
-    target = WEIGHTS_DIR / f"{arch}_x{scale}.pt"
+    ship(loaded, WEIGHTS_DIR)
+    return True
+
+
+def ship(loaded: LoadedWeights, weights_dir: Path) -> Path:
+    """Write ``loaded`` as ``weights_dir/<arch>_x<scale>.pt`` (fp16) with its manifest entry."""
+    target = weights_dir / f"{loaded.arch}_x{loaded.scale}.pt"
     save_weights(
         loaded.model,
         target,
-        arch=arch,
-        scale=scale,
+        arch=loaded.arch,
+        scale=loaded.scale,
         arch_kwargs=loaded.meta["arch_kwargs"],
         config=loaded.meta["config"],
         metrics=loaded.meta["metrics"],
         dtype=torch.float16,
     )
-    register_shipped(WEIGHTS_DIR, arch, scale, target, metrics=loaded.meta["metrics"])
-    return True
+    register_shipped(weights_dir, loaded.arch, loaded.scale, target, metrics=loaded.meta["metrics"])
+    return target
 
 
 def _plan(only: str, paper: bool, epochs_scale: float) -> list[tuple[str, int, int]]:
