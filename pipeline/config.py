@@ -66,6 +66,10 @@ class DetectConfig:
         cell_margin_um: margin added around a nucleus box to estimate the whole cell, microns.
         tint_block_um: side of the blocks whose own plasma tint (off the red-cell hue) is undone
             before detection, microns; 0 trusts the slide's one background everywhere.
+        max_renditions: most colour renditions (regions stained or lit apart, each with its own
+            background and red-cell colour) one slide may be split into; 1 keeps one stain
+            estimate per slide (``leukoscreen.pipeline.stain.find_renditions``).
+        rendition_block_um: side of the square around a pixel whose fit picks its rendition.
         foreground_level_mpp: pixel size of the low pyramid level used to skip empty glass.
         stain_sample_windows: windows read, spread evenly over the planned tiles, to estimate
             the slide's stain (one per tile on big slides, a grid per tile on small ones).
@@ -85,6 +89,8 @@ class DetectConfig:
     smoothing_um: float = 0.5
     cell_margin_um: float = 3.0
     tint_block_um: float = 20.0
+    max_renditions: int = 4
+    rendition_block_um: float = 30.0
     foreground_level_mpp: float = 8.0
     stain_sample_windows: int = 256
     stain_window_px: int = 64

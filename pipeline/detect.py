@@ -41,11 +41,10 @@ from scipy import ndimage as ndi
 from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.config import DetectConfig
 from leukoscreen.pipeline.nuclei import group_boxes, split_wide_groups
+from leukoscreen.pipeline.renditions import find_renditions, rendition_contrast
 from leukoscreen.pipeline.stain import (
     StainEstimate,
     estimate_stain,
-    flatten_tint,
-    nucleus_contrast,
     tinted_share,
 )
 
@@ -72,6 +71,7 @@ def detect_leukocytes(
     cell_margin_um: float = 3.0,
     max_span_um: float = 16.0,
     tint_block_um: float = 20.0,
+    rendition_block_um: float = 30.0,
     origin: tuple[int, int] = (0, 0),
 ) -> CellTable:
     """Find leukocytes by their stained nuclei.
@@ -98,6 +98,9 @@ def detect_leukocytes(
         tint_block_um: side of the blocks whose own plasma tint is undone first
             (:func:`~leukoscreen.pipeline.stain.flatten_tint`), microns; 0 trusts the slide's
             one background everywhere.
+        rendition_block_um: on a slide of several renditions (``stain.renditions``), each
+            pixel takes the rendition that explains the square of this side around it best
+            (fewest would-be nucleus pixels), microns.
         origin: slide position (row, col) of ``rgb``'s first pixel (a tile's window), so that
             the tint correction samples the slide's grid, as on the whole slide.
 
@@ -118,11 +121,11 @@ def detect_leukocytes(
     if not stain.has_foreground:
         return CellTable.empty()
 
-    if tint_block_px:
-        rgb = flatten_tint(rgb, stain, block_px=tint_block_px, origin=origin)
-    contrast = nucleus_contrast(
-        rgb, stain, residual_scale=residual_scale, darkness_scale=darkness_scale
-    )  # (H, W)
+    contrast = rendition_contrast(
+        rgb, stain, tint_block_px=tint_block_px, origin=origin, threshold=nucleus_threshold,
+        rendition_block_px=max(round(rendition_block_um / mpp), 1),
+        residual_scale=residual_scale, darkness_scale=darkness_scale,
+    )  # fmt: skip
     if smoothing_um > 0:
         contrast = ndi.gaussian_filter(contrast, smoothing_um / mpp, truncate=3.0)
     regions, nuclei = _hysteresis(contrast, nucleus_threshold, seed_threshold)
@@ -228,6 +231,7 @@ def detect_options(cfg: DetectConfig) -> dict[str, Any]:
         "smoothing_um": cfg.smoothing_um,
         "cell_margin_um": cfg.cell_margin_um,
         "tint_block_um": cfg.tint_block_um,
+        "rendition_block_um": cfg.rendition_block_um,
     }
 
 
@@ -366,6 +370,7 @@ def estimate_slide_stain(
     sample_windows: int,
     window_px: int,
     tint_block_px: int = 0,
+    cfg: DetectConfig | None = None,
 ) -> StainEstimate:
     """Estimate the slide's stain from windows spread over its planned (non-glass) tiles.
 
@@ -381,9 +386,15 @@ def estimate_slide_stain(
         return estimate_stain(np.zeros((0, 3), np.uint8))
     images = [slide.read_region(*window) for window in windows]
     stain = estimate_stain(np.concatenate([image.reshape(-1, 3) for image in images]))
-    if not tint_block_px:
+    if tint_block_px:
+        stain = replace(stain, tinted_share=tinted_share(images, stain, block_px=tint_block_px))
+    if cfg is None or cfg.max_renditions < 2:
         return stain
-    return replace(stain, tinted_share=tinted_share(images, stain, block_px=tint_block_px))
+    return find_renditions(
+        images, stain, residual_scale=cfg.residual_scale, darkness_scale=cfg.darkness_scale,
+        threshold=cfg.nucleus_threshold, max_renditions=cfg.max_renditions,
+        tint_block_px=tint_block_px,
+    )  # fmt: skip
 
 
 def detect_tile(slide: Slide, tile: Tile, cfg: DetectConfig, stain: StainEstimate) -> CellTable:
@@ -427,6 +438,7 @@ def plan_detection(slide: Slide, cfg: DetectConfig) -> tuple[list[Tile], StainEs
         sample_windows=cfg.stain_sample_windows,
         window_px=cfg.stain_window_px,
         tint_block_px=round(cfg.tint_block_um / slide.mpp) if cfg.tint_block_um > 0 else 0,
+        cfg=cfg,
     )
     return tiles, stain
 

@@ -62,6 +62,9 @@ class StainEstimate:
             least :data:`TINT_TOLERANCE_OD` (:func:`tinted_share`). Above
             :data:`MAX_TINTED_SHARE` the slide has no one background (a mosaic of several
             colour renditions) and :func:`flatten_tint` leaves it alone.
+        renditions: on a slide with regions of another colour rendition (:func:`find_renditions`),
+            one estimate per rendition, the first being the slide's own; each pixel is then
+            judged by the rendition that explains its surroundings best. Empty otherwise.
     """
 
     background_rgb: tuple[float, float, float]
@@ -70,6 +73,7 @@ class StainEstimate:
     foreground_fraction: float
     n_pixels: int
     tinted_share: float = 0.0
+    renditions: tuple[StainEstimate, ...] = ()
 
     @property
     def has_foreground(self) -> bool:
@@ -84,6 +88,7 @@ class StainEstimate:
         out["red_cell_density"] = round(self.red_cell_density, 4)
         out["foreground_fraction"] = round(self.foreground_fraction, 4)
         out["tinted_share"] = round(self.tinted_share, 4)
+        out["renditions"] = [r.to_attrs() for r in self.renditions]
         return out
 
     @classmethod
@@ -97,6 +102,7 @@ class StainEstimate:
             float(attrs["foreground_fraction"]),
             int(attrs["n_pixels"]),
             float(attrs.get("tinted_share", 0.0)),  # stores before the tint correction: 0
+            tuple(cls.from_attrs(r) for r in attrs.get("renditions", ())),
         )
 
 
@@ -335,6 +341,19 @@ def nucleus_contrast(
     np.maximum(along, 0.0, out=along)
     along *= np.float32(1.0 / darkness_scale)
     square += along * along
+    return np.sqrt(square, out=square)
+
+
+def off_hue_density(rgb: np.ndarray, stain: StainEstimate) -> np.ndarray:
+    """Per-pixel optical density off ``stain``'s red-cell line, absolute (not in red-cell units):
+    about 0 on the plasma and red cells of the rendition ``stain`` describes, larger on another
+    rendition's. (H, W, 3) uint8 -> (H, W) float32."""
+    levels = np.arange(256, dtype=np.uint8)[:, None].repeat(3, axis=1)
+    od_lut = optical_density(levels, stain.background_rgb)
+    along = _look_up(od_lut * np.asarray(stain.red_cell_od, np.float32), rgb)
+    square = _look_up(od_lut * od_lut, rgb)
+    square -= along * along
+    np.maximum(square, 0.0, out=square)
     return np.sqrt(square, out=square)
 
 

@@ -1,0 +1,141 @@
+"""Slides of several colour renditions (``leukoscreen.pipeline.renditions``).
+
+The synthetic slide: eight fields side by side, the first four in a BCCD-like rendition (pink
+red cells on warm grey plasma), the last four in a DeepBioNet-like one (olive-grey red cells on
+blue plasma, another lamp and stain), two nuclei in every field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from build_example import write_svs
+from skimage.draw import disk
+
+from leukoscreen.pipeline.config import DetectConfig
+from leukoscreen.pipeline.detect import detect_leukocytes, detect_slide, estimate_slide_stain
+from leukoscreen.pipeline.renditions import find_renditions, misfit
+from leukoscreen.pipeline.slide import Slide
+from leukoscreen.pipeline.stain import StainEstimate, angle_deg, estimate_stain
+
+MPP = 0.5
+PINK = {"background": (232.0, 224.0, 206.0), "red": (0.30, 0.72, 0.62), "density": 0.45}
+BLUE = {"background": (182.0, 227.0, 235.0), "red": (0.78, 0.55, 0.30), "density": 0.70}
+NUCLEUS_OD = np.array([0.62, 0.78, 0.05])  # purple, in both renditions
+CENTRES = [(60, 60), (140, 170)]
+OPTIONS = {"residual_scale": 0.4, "darkness_scale": 2.0, "threshold": 1.0}
+
+
+def _unit(v: tuple[float, ...] | np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.float64)
+    return v / np.linalg.norm(v)
+
+
+def _field(rendition: dict, seed: int) -> np.ndarray:
+    """A 200 x 240 px field at 0.5 um/px: ~180 red cells and the two nuclei of ``CENTRES``."""
+    rng = np.random.default_rng(seed)
+    shape = (200, 240)
+    od = np.zeros((*shape, 3))
+    red = _unit(rendition["red"])
+    for _ in range(180):
+        row, col = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        rr, cc = disk((row, col), 7.5, shape=shape)
+        od[rr, cc] = red * rendition["density"] * rng.uniform(0.9, 1.1)
+        rr, cc = disk((row, col), 3.0, shape=shape)
+        od[rr, cc] = red * rendition["density"] * 0.6
+    for row, col in CENTRES:
+        rr, cc = disk((row, col), 11.0, shape=shape)
+        od[rr, cc] = red * 0.15
+        rr, cc = disk((row, col), 8.0, shape=shape)
+        od[rr, cc] = _unit(NUCLEUS_OD) * 1.2
+    rgb = np.asarray(rendition["background"]) * np.exp(-od) + rng.normal(0, 1.5, (*shape, 3))
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def _slide(renditions: list[dict]) -> np.ndarray:
+    return np.concatenate([_field(r, seed) for seed, r in enumerate(renditions, 1)], axis=1)
+
+
+def _windows(rgb: np.ndarray, side: int = 40) -> list[np.ndarray]:
+    return [
+        rgb[r : r + side, c : c + side]
+        for r in range(0, rgb.shape[0] - side + 1, side)
+        for c in range(0, rgb.shape[1] - side + 1, side)
+    ]
+
+
+def _expected_centres(n_fields: int) -> np.ndarray:
+    return np.array([(r, c + 240 * f) for f in range(n_fields) for r, c in CENTRES], float)
+
+
+def test_a_slide_of_one_rendition_keeps_its_one_estimate():
+    rgb = _slide([PINK] * 8)
+    windows = _windows(rgb)
+    stain = estimate_stain(np.concatenate([w.reshape(-1, 3) for w in windows]))
+    assert find_renditions(windows, stain, **OPTIONS) is stain
+    assert stain.renditions == ()
+
+
+def test_two_renditions_are_found_with_their_own_colours():
+    rgb = _slide([PINK] * 4 + [BLUE] * 4)
+    windows = _windows(rgb)
+    stain = estimate_stain(np.concatenate([w.reshape(-1, 3) for w in windows]))
+    # The one estimate explains neither half: a share of the windows would be mostly "nucleus".
+    shares = np.array([misfit(w, stain, **OPTIONS) for w in windows])
+    assert (shares > 0.15).mean() > 0.2
+    found = find_renditions(windows, stain, **OPTIONS)
+    assert len(found.renditions) == 2
+    by_blue = sorted(found.renditions, key=lambda r: r.background_rgb[2] - r.background_rgb[0])
+    for estimate, truth in zip(by_blue, (PINK, BLUE), strict=True):
+        np.testing.assert_allclose(estimate.background_rgb, truth["background"], atol=6.0)
+        assert angle_deg(estimate.red_cell_od, tuple(truth["red"])) < 5.0
+    # Round trip through the store's attributes, renditions included.
+    again = StainEstimate.from_attrs(found.to_attrs())
+    assert len(again.renditions) == 2 and again.renditions[1].n_pixels > 0
+
+
+def _matched(cells, expected: np.ndarray) -> tuple[int, np.ndarray]:
+    """How many expected centres have a cell within 1.5 px, and the cells that match none."""
+    dist = np.hypot(cells.row[:, None] - expected[None, :, 0],
+                    cells.col[:, None] - expected[None, :, 1])  # fmt: skip
+    return int((dist.min(axis=0) < 1.5).sum()), np.flatnonzero(dist.min(axis=1) >= 1.5)
+
+
+def test_each_pixel_is_judged_by_its_own_rendition():
+    """One estimate for both halves loses 5 of the 16 nuclei (the blue half's red cells swallow
+    them) and invents 4 cells; with renditions, all 16 and nothing away from the seam. Where two
+    renditions touch with no plasma between them, a red cell cut by the seam can still be judged
+    by the other side's rendition (a known limit, docs/detection.md): such extras may only lie
+    within a few pixels of it."""
+    rgb = _slide([PINK] * 4 + [BLUE] * 4)
+    windows = _windows(rgb)
+    stain = estimate_stain(np.concatenate([w.reshape(-1, 3) for w in windows]))
+    expected = _expected_centres(8)
+    hits, extra = _matched(detect_leukocytes(rgb, mpp=MPP, stain=stain), expected)
+    assert (hits, len(extra)) == (11, 4)
+    found = detect_leukocytes(rgb, mpp=MPP, stain=find_renditions(windows, stain, **OPTIONS))
+    hits, extra = _matched(found, expected)
+    assert hits == 16
+    assert np.all(np.abs(found.col[extra] - 960) < 8), found.col[extra]
+
+
+def test_the_tiled_slide_path_finds_the_renditions(tmp_path: Path):
+    """Through a real .svs, OpenSlide and tiles smaller than the slide: the slide's windows
+    give two renditions (saved in the estimate) and the tiles the same 16 cells; with
+    ``max_renditions = 1``, the slide's one estimate."""
+    path = tmp_path / "two_renditions.svs"
+    write_svs(path, _slide([PINK] * 4 + [BLUE] * 4), MPP)
+    cfg = DetectConfig(tile_size_px=256, halo_px=48)
+    with Slide.open(path) as slide:
+        cells, stain = detect_slide(slide, cfg)
+        single = detect_slide(slide, replace(cfg, max_renditions=1))[1]
+        again = estimate_slide_stain(
+            slide, [], sample_windows=cfg.stain_sample_windows, window_px=cfg.stain_window_px
+        )
+    assert len(stain.renditions) == 2 and single.renditions == ()
+    assert not again.has_foreground  # no tiles, nothing sampled
+    hits, extra = _matched(cells, _expected_centres(8))
+    assert hits == 16
+    assert np.all(np.abs(cells.col[extra] - 960) < 8), cells.col[extra]
