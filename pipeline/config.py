@@ -69,11 +69,15 @@ class DetectConfig:
         max_renditions: most colour renditions (regions stained or lit apart, each with its own
             background and red-cell colour) one slide may be split into; 1 keeps one stain
             estimate per slide (``leukoscreen.pipeline.stain.find_renditions``).
-        rendition_block_um: side of the square around a pixel whose fit picks its rendition.
+        verify_window_um: on a slide of several renditions, a cell found under one of them is
+            kept only where a detection with the stain of the square of this side around it,
+            alone, finds it too (``leukoscreen.pipeline.renditions.confirm_locally``), microns.
         foreground_level_mpp: pixel size of the low pyramid level used to skip empty glass.
         stain_sample_windows: windows read, spread evenly over the planned tiles, to estimate
             the slide's stain (one per tile on big slides, a grid per tile on small ones).
-        stain_window_px: side of each of those windows, level-0 px.
+        stain_window_px: side of each of those windows, level-0 px (at least).
+        stain_window_um: ... and at least this many microns (a window must hold red cells and
+            plasma around any leukocyte in it to tell one rendition from another).
     """
 
     tile_size_px: int = 2048
@@ -90,7 +94,8 @@ class DetectConfig:
     cell_margin_um: float = 3.0
     tint_block_um: float = 20.0
     max_renditions: int = 4
-    rendition_block_um: float = 30.0
+    verify_window_um: float = 60.0
+    stain_window_um: float = 32.0
     foreground_level_mpp: float = 8.0
     stain_sample_windows: int = 256
     stain_window_px: int = 64

@@ -40,11 +40,13 @@ from scipy import ndimage as ndi
 
 from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.config import DetectConfig
-from leukoscreen.pipeline.nuclei import group_boxes, split_wide_groups
-from leukoscreen.pipeline.renditions import find_renditions, rendition_contrast
+from leukoscreen.pipeline.nuclei import cell_boxes, group_boxes, hysteresis, split_wide_groups
+from leukoscreen.pipeline.renditions import confirm_locally, find_renditions
 from leukoscreen.pipeline.stain import (
     StainEstimate,
     estimate_stain,
+    flatten_tint,
+    nucleus_contrast,
     tinted_share,
 )
 
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 
 GLASS_MAX_OD = 0.08  # mean optical density below which a low-resolution pixel is empty glass
 GLASS_MAX_CHROMA = 0.08  # ... and (max - min) / max of its RGB below which it is colourless
+VERIFY_MATCH_UM = 4.0  # a proposal and its local detection are one cell within this, microns
 
 
 def detect_leukocytes(
@@ -71,7 +74,7 @@ def detect_leukocytes(
     cell_margin_um: float = 3.0,
     max_span_um: float = 16.0,
     tint_block_um: float = 20.0,
-    rendition_block_um: float = 30.0,
+    verify_window_um: float = 60.0,
     origin: tuple[int, int] = (0, 0),
 ) -> CellTable:
     """Find leukocytes by their stained nuclei.
@@ -98,9 +101,10 @@ def detect_leukocytes(
         tint_block_um: side of the blocks whose own plasma tint is undone first
             (:func:`~leukoscreen.pipeline.stain.flatten_tint`), microns; 0 trusts the slide's
             one background everywhere.
-        rendition_block_um: on a slide of several renditions (``stain.renditions``), each
-            pixel takes the rendition that explains the square of this side around it best
-            (fewest would-be nucleus pixels), microns.
+        verify_window_um: on a slide of several colour renditions (``stain.renditions``), the
+            cells found under each rendition are kept only where a detection with the stain of
+            the square of this side around them, alone, finds them too
+            (:func:`~leukoscreen.pipeline.renditions.confirm_locally`), microns.
         origin: slide position (row, col) of ``rgb``'s first pixel (a tile's window), so that
             the tint correction samples the slide's grid, as on the whole slide.
 
@@ -113,6 +117,14 @@ def detect_leukocytes(
     _check_options(rgb, mpp, min_area_um2, max_area_um2, nucleus_threshold, seed_threshold)
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         return CellTable.empty()
+    options = {
+        "min_area_um2": min_area_um2, "max_area_um2": max_area_um2,
+        "merge_distance_um": merge_distance_um, "nucleus_threshold": nucleus_threshold,
+        "seed_threshold": seed_threshold, "residual_scale": residual_scale,
+        "darkness_scale": darkness_scale, "smoothing_um": smoothing_um,
+        "cell_margin_um": cell_margin_um, "max_span_um": max_span_um,
+        "tint_block_um": tint_block_um,
+    }  # fmt: skip
     tint_block_px = round(tint_block_um / mpp) if tint_block_um > 0 else 0
     if stain is None:
         stain = estimate_stain(rgb)
@@ -120,15 +132,40 @@ def detect_leukocytes(
             stain = replace(stain, tinted_share=tinted_share([rgb], stain, block_px=tint_block_px))
     if not stain.has_foreground:
         return CellTable.empty()
+    if len(stain.renditions) > 1:
+        proposals = [
+            detect_leukocytes(rgb, mpp=mpp, stain=r, origin=origin, **options)
+            for r in stain.renditions
+        ]
+        return confirm_locally(
+            rgb, proposals,
+            lambda window, at: detect_leukocytes(
+                window, mpp=mpp, origin=(origin[0] + at[0], origin[1] + at[1]), **options
+            ),
+            window_px=max(round(verify_window_um / mpp), 1), match_px=VERIFY_MATCH_UM / mpp,
+        )  # fmt: skip
 
-    contrast = rendition_contrast(
-        rgb, stain, tint_block_px=tint_block_px, origin=origin, threshold=nucleus_threshold,
-        rendition_block_px=max(round(rendition_block_um / mpp), 1),
-        residual_scale=residual_scale, darkness_scale=darkness_scale,
-    )  # fmt: skip
+    return _nuclei_cells(rgb, stain, mpp=mpp, tint_block_px=tint_block_px, origin=origin,
+                         **options)  # fmt: skip
+
+
+def _nuclei_cells(
+    rgb: np.ndarray, stain: StainEstimate, *, mpp: float, tint_block_px: int,
+    origin: tuple[int, int], min_area_um2: float, max_area_um2: float,
+    merge_distance_um: float, nucleus_threshold: float, seed_threshold: float,
+    residual_scale: float, darkness_scale: float, smoothing_um: float,
+    cell_margin_um: float, max_span_um: float, tint_block_um: float,
+) -> CellTable:  # fmt: skip
+    """:func:`detect_leukocytes` under one stain estimate (``tint_block_um`` is unused here:
+    ``tint_block_px`` is its value in pixels)."""
+    if tint_block_px:
+        rgb = flatten_tint(rgb, stain, block_px=tint_block_px, origin=origin)
+    contrast = nucleus_contrast(
+        rgb, stain, residual_scale=residual_scale, darkness_scale=darkness_scale
+    )  # (H, W)
     if smoothing_um > 0:
         contrast = ndi.gaussian_filter(contrast, smoothing_um / mpp, truncate=3.0)
-    regions, nuclei = _hysteresis(contrast, nucleus_threshold, seed_threshold)
+    regions, nuclei = hysteresis(contrast, nucleus_threshold, seed_threshold)
     if not nuclei.any():
         return CellTable.empty()
 
@@ -164,22 +201,10 @@ def detect_leukocytes(
     keep = (area_px > 0) & (area_um2 >= min_area_um2) & (area_um2 <= max_area_um2)
     if not keep.any():
         return CellTable.empty()
-    boxes = _cell_boxes((row0, col0, row1, col1), round(cell_margin_um / mpp), (height, width))
+    boxes = cell_boxes((row0, col0, row1, col1), round(cell_margin_um / mpp), (height, width))
     return CellTable(
         centre_row[keep], centre_col[keep], boxes[keep], area_um2[keep], score[keep]
     ).sorted()
-
-
-def _cell_boxes(
-    nucleus_boxes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    margin_px: int,
-    shape: tuple[int, int],
-) -> np.ndarray:
-    """(N, 4) int64 whole-cell boxes: the nucleus boxes grown by ``margin_px``, inside ``shape``."""
-    row0, col0, row1, col1 = nucleus_boxes
-    lower = np.maximum(np.stack([row0, col0], axis=1) - margin_px, 0)
-    upper = np.minimum(np.stack([row1, col1], axis=1) + margin_px, np.asarray(shape, np.int64))
-    return np.concatenate([lower, upper], axis=1).astype(np.int64)
 
 
 def _check_options(
@@ -202,20 +227,6 @@ def _check_options(
         )
 
 
-def _hysteresis(
-    contrast: np.ndarray, nucleus_threshold: float, seed_threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The connected regions above ``nucleus_threshold`` (int labels, (H, W)) and the nucleus
-    mask (bool, (H, W)): the regions that hold a pixel above ``seed_threshold``."""
-    # Hysteresis: connected regions above the nucleus threshold that hold a seed pixel (the
-    # 4-connected regions of skimage.filters.apply_hysteresis_threshold, computed by a table).
-    regions, n_regions = ndi.label(contrast > nucleus_threshold)
-    seeded = np.zeros(n_regions + 1, bool)
-    seeded[regions[contrast > seed_threshold]] = True
-    seeded[0] = False
-    return regions, seeded[regions]
-
-
 def detect_options(cfg: DetectConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`detect_leukocytes` held by ``cfg`` (all but ``mpp`` and
     ``stain``)."""
@@ -231,7 +242,7 @@ def detect_options(cfg: DetectConfig) -> dict[str, Any]:
         "smoothing_um": cfg.smoothing_um,
         "cell_margin_um": cfg.cell_margin_um,
         "tint_block_um": cfg.tint_block_um,
-        "rendition_block_um": cfg.rendition_block_um,
+        "verify_window_um": cfg.verify_window_um,
     }
 
 
@@ -410,6 +421,11 @@ def detect_tile(slide: Slide, tile: Tile, cfg: DetectConfig, stain: StainEstimat
         The tile's cells in level-0 coordinates, (row, col) order.
     """
     row0, col0, row1, col1 = tile.halo
+    if len(stain.renditions) > 1:  # room for the local check of every cell of the core
+        extra = math.ceil(cfg.verify_window_um / 2 / slide.mpp)
+        height, width = slide.dimensions
+        row0, col0 = max(row0 - extra, 0), max(col0 - extra, 0)
+        row1, col1 = min(row1 + extra, height), min(col1 + extra, width)
     rgb = slide.read_region(row0, col0, row1 - row0, col1 - col0)
     cells = detect_leukocytes(
         rgb, mpp=slide.mpp, stain=stain, origin=(row0, col0), **detect_options(cfg)
@@ -436,7 +452,7 @@ def plan_detection(slide: Slide, cfg: DetectConfig) -> tuple[list[Tile], StainEs
         slide,
         tiles,
         sample_windows=cfg.stain_sample_windows,
-        window_px=cfg.stain_window_px,
+        window_px=max(cfg.stain_window_px, round(cfg.stain_window_um / slide.mpp)),
         tint_block_px=round(cfg.tint_block_um / slide.mpp) if cfg.tint_block_um > 0 else 0,
         cfg=cfg,
     )

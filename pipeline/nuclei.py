@@ -11,6 +11,7 @@ only what does not fit with them goes (on its own: another cell, or a speck too 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 
 def group_boxes(
@@ -118,3 +119,29 @@ def _cluster(
         alive.remove(b)
     _, index = np.unique(owner, return_inverse=True)
     return (index - index[part[0]]) % len(alive)
+
+
+def hysteresis(
+    contrast: np.ndarray, nucleus_threshold: float, seed_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The connected regions above ``nucleus_threshold`` (int labels, (H, W)) and the nucleus
+    mask (bool, (H, W)): the regions that hold a pixel above ``seed_threshold``."""
+    # Hysteresis: connected regions above the nucleus threshold that hold a seed pixel (the
+    # 4-connected regions of skimage.filters.apply_hysteresis_threshold, computed by a table).
+    regions, n_regions = ndi.label(contrast > nucleus_threshold)
+    seeded = np.zeros(n_regions + 1, bool)
+    seeded[regions[contrast > seed_threshold]] = True
+    seeded[0] = False
+    return regions, seeded[regions]
+
+
+def cell_boxes(
+    nucleus_boxes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    margin_px: int,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """(N, 4) int64 whole-cell boxes: the nucleus boxes grown by ``margin_px``, inside ``shape``."""
+    row0, col0, row1, col1 = nucleus_boxes
+    lower = np.maximum(np.stack([row0, col0], axis=1) - margin_px, 0)
+    upper = np.minimum(np.stack([row1, col1], axis=1) + margin_px, np.asarray(shape, np.int64))
+    return np.concatenate([lower, upper], axis=1).astype(np.int64)

@@ -11,24 +11,22 @@ rendition is whichever of them explains its neighbourhood best.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
-from scipy import ndimage as ndi
 
+from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.stain import (
     StainEstimate,
     estimate_stain,
-    flatten_tint,
     nucleus_contrast,
-    off_hue_density,
     tinted_share,
 )
 
 MISFIT_LIMIT = 0.15  # windows with more would-be nucleus pixels than this are not explained
 MIN_RENDITION_WINDOWS = 8  # fewest stain windows that make a rendition of their own
-OFF_HUE_WEIGHT = 0.5  # per OD of median off-hue density, in the rendition fit
+EXCLUSIVE_SHARE = 0.5  # a new rendition must fail on this share of the windows others explain
 
 
 def misfit(
@@ -56,6 +54,7 @@ def find_renditions(
     max_renditions: int = 4,
     misfit_limit: float = MISFIT_LIMIT,
     min_windows: int = MIN_RENDITION_WINDOWS,
+    exclusive_share: float = EXCLUSIVE_SHARE,
     tint_block_px: int = 0,
 ) -> StainEstimate:
     """Look for regions of other colour renditions among a slide's stain windows.
@@ -76,6 +75,8 @@ def find_renditions(
         max_renditions: most estimates per slide; 1 keeps one estimate per slide.
         misfit_limit: share of would-be nucleus pixels above which a window is not explained.
         min_windows: fewest windows that make a rendition.
+        exclusive_share: a new estimate is another rendition only if it fails (``misfit``
+            above ``misfit_limit``) on at least this share of the windows the others explain.
         tint_block_px: with it, each rendition's ``tinted_share`` is measured on its windows.
 
     Returns:
@@ -95,8 +96,15 @@ def find_renditions(
         new = estimate_stain(np.concatenate([images[i].reshape(-1, 3) for i in unexplained]))
         if not new.has_foreground:
             break
+        new_fits = np.array([misfit(image, new, **options) for image in images])
+        explained = np.min(fits, axis=0) <= misfit_limit
+        # Another rendition fails on the windows the others explain (their plasma and red cells
+        # are not its own). One that explains them too is not another rendition but a more
+        # permissive estimate (made of windows a leukocyte fills, say): it would hide nuclei.
+        if np.mean(new_fits[explained] > misfit_limit) < exclusive_share:
+            break
         candidates.append(new)
-        fits.append([misfit(image, new, **options) for image in images])
+        fits.append(list(new_fits))
     if len(candidates) == 1:
         return stain
     owner = np.argmin(fits, axis=0)  # ties: the earlier estimate, the slide's own first
@@ -114,53 +122,56 @@ def find_renditions(
     return replace(stain, renditions=tuple(renditions)) if len(renditions) > 1 else stain
 
 
-def rendition_contrast(
-    rgb: np.ndarray, stain: StainEstimate, *, tint_block_px: int, rendition_block_px: int,
-    origin: tuple[int, int], threshold: float, residual_scale: float, darkness_scale: float,
-) -> np.ndarray:  # fmt: skip
-    """Nucleus contrast of every pixel (:func:`~leukoscreen.pipeline.stain.nucleus_contrast`,
-    after :func:`~leukoscreen.pipeline.stain.flatten_tint` with ``tint_block_px``) under the
-    slide's one estimate, or, on a slide of several renditions, under the rendition that
-    explains the ``rendition_block_px`` square around the pixel best."""
-    scales = {"residual_scale": residual_scale, "darkness_scale": darkness_scale}
+def confirm_locally(
+    rgb: np.ndarray,
+    proposals: Sequence[CellTable],
+    detect: Callable[[np.ndarray, tuple[int, int]], CellTable],
+    *,
+    window_px: int,
+    match_px: float,
+) -> CellTable:
+    """Keep the proposed cells that a detector with the stain of their own neighbourhood finds.
 
-    def under(estimate: StainEstimate) -> np.ndarray:
-        image = rgb
-        if tint_block_px:
-            image = flatten_tint(rgb, estimate, block_px=tint_block_px, origin=origin)
-        return nucleus_contrast(image, estimate, **scales)
+    On a slide of several renditions, each rendition's detector (``proposals``, one table per
+    rendition, run over all of ``rgb``) finds the leukocytes of its own regions and takes some
+    of the other regions' red cells for nuclei. Which region is which need not be decided:
+    around each proposal, a square of ``window_px`` is detected again with a stain estimated
+    from that square alone (``detect(window, offset)``), where one rendition dominates. A
+    proposal stands when that local detection has a cell within ``match_px`` of it; the local
+    cell (its centre, box and area, measured under the local stain) is what is kept, once.
 
-    if len(stain.renditions) < 2:
-        return under(stain)
-    # Which rendition explains the block around each pixel best (``fit``: lowest), on a grid of
-    # about 8 samples per block side (the slide's grid, so tiles agree with each other).
-    stride = max(round(rendition_block_px / 8), 1)
-    first_row, first_col = -origin[0] % stride, -origin[1] % stride
-    sample = rgb[first_row::stride, first_col::stride]
-    size = max(round(rendition_block_px / stride), 1)
+    Args:
+        rgb: (H, W, 3) uint8, the array the proposals were found in.
+        proposals: one table per rendition, coordinates in pixels of ``rgb``.
+        detect: detection of a window with its own stain estimate; the offset is the window's
+            (row, col) in ``rgb``.
+        window_px: side of the neighbourhood, pixels.
+        match_px: largest distance between a proposal and its local cell, pixels.
 
-    def fit(rendition: StainEstimate) -> np.ndarray:
-        # Two ways a rendition fails to explain a block: its red cells and plasma pass for
-        # nuclei (the share above the threshold), or they lie off its red-cell line (the median
-        # off-hue density, robust to the few nucleus pixels). The share alone prefers a
-        # rendition under which the block's own nucleus vanishes; the median alone is blind to
-        # a hue that is right but a density that is not. Weights chosen on the DeepBioNet
-        # train mosaic (docs/detection.md).
-        share = (nucleus_contrast(sample, rendition, **scales) > threshold).astype(np.float32)
-        share = ndi.uniform_filter(share, size=size, mode="nearest")
-        off_hue = ndi.median_filter(off_hue_density(sample, rendition), size=size, mode="nearest")
-        return share + OFF_HUE_WEIGHT * off_hue
-
-    fits = np.stack([fit(r) for r in stain.renditions])
-    grid = np.argmin(fits, axis=0)  # ties: the earlier rendition
+    Returns:
+        The confirmed cells in (row, col) order, no two within ``match_px`` of each other.
+    """
+    candidates = CellTable.concat(list(proposals)).sorted()
     height, width = rgb.shape[:2]
-    rows = np.clip(np.round((np.arange(height) - first_row) / stride).astype(np.intp), 0,
-                   grid.shape[0] - 1)  # fmt: skip
-    cols = np.clip(np.round((np.arange(width) - first_col) / stride).astype(np.intp), 0,
-                   grid.shape[1] - 1)  # fmt: skip
-    choice = grid[rows[:, None], cols[None, :]]
-    used = np.unique(grid)
-    contrast = under(stain.renditions[int(used[0])])
-    for k in used[1:]:
-        np.copyto(contrast, under(stain.renditions[int(k)]), where=choice == k)
-    return contrast
+    half = max(window_px // 2, 1)
+    kept: list[CellTable] = []
+    centres: list[tuple[float, float]] = []
+    for i in range(len(candidates)):
+        row, col = float(candidates.row[i]), float(candidates.col[i])
+        if any(np.hypot(row - r, col - c) < match_px for r, c in centres):
+            continue  # this cell was confirmed from another rendition's proposal
+        r0, c0 = max(int(row) - half, 0), max(int(col) - half, 0)
+        r1, c1 = min(int(row) + half, height), min(int(col) + half, width)
+        local = detect(rgb[r0:r1, c0:c1], (r0, c0)).shifted(r0, c0)
+        if len(local) == 0:
+            continue
+        distance = np.hypot(local.row - row, local.col - col)
+        nearest = int(np.argmin(distance))
+        if distance[nearest] >= match_px:
+            continue
+        cell = local.take(np.array([nearest]))
+        if any(np.hypot(cell.row[0] - r, cell.col[0] - c) < match_px for r, c in centres):
+            continue
+        kept.append(cell)
+        centres.append((float(cell.row[0]), float(cell.col[0])))
+    return CellTable.concat(kept).sorted() if kept else CellTable.empty()

@@ -344,19 +344,6 @@ def nucleus_contrast(
     return np.sqrt(square, out=square)
 
 
-def off_hue_density(rgb: np.ndarray, stain: StainEstimate) -> np.ndarray:
-    """Per-pixel optical density off ``stain``'s red-cell line, absolute (not in red-cell units):
-    about 0 on the plasma and red cells of the rendition ``stain`` describes, larger on another
-    rendition's. (H, W, 3) uint8 -> (H, W) float32."""
-    levels = np.arange(256, dtype=np.uint8)[:, None].repeat(3, axis=1)
-    od_lut = optical_density(levels, stain.background_rgb)
-    along = _look_up(od_lut * np.asarray(stain.red_cell_od, np.float32), rgb)
-    square = _look_up(od_lut * od_lut, rgb)
-    square -= along * along
-    np.maximum(square, 0.0, out=square)
-    return np.sqrt(square, out=square)
-
-
 def _look_up(lut: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     """``sum_c lut[rgb[..., c], c]``: (256, 3) float32 tables, (H, W, 3) uint8 -> (H, W).
 
