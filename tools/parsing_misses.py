@@ -7,6 +7,12 @@ writes the crops the network misses beside their maps to a PNG. From the project
 
     python tools/parsing_misses.py --data ../shared/data/BCCD --scale 8 --weights gpsft \\
         --out parsing_misses_bccd_x8.png
+
+With ``--centre detected`` each crop is centred as the pipeline centres it: on the cell that
+``detect_leukocytes`` finds inside the box in the field shrunk by the scale (the low-power
+scan), instead of on the box, and reaching past the field's edge into plasma as on a slide
+(a crop clipped inside the field is not centred on a cell at its edge); where no detection
+lies in the box, on the box (counted).
 """
 
 from __future__ import annotations
@@ -16,13 +22,63 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mosaic import plasma_colour
 from skimage.io import imsave
 
 from leukoscreen.model.checkpoint import load_init
 from leukoscreen.model.data import SRDataset, fit_to_size
 from leukoscreen.model.evaluate import predict
+from leukoscreen.model.fields import Field, read_fields, source_mpp
+from leukoscreen.model.imresize import imresize
 from leukoscreen.model.metrics import PROXY_KEYS, parsing_proxies, stain_nucleus_mask
 from leukoscreen.model.train import read_sources, split_samples
+from leukoscreen.pipeline.detect import detect_leukocytes
+
+FOLDER_SOURCES = {"BCCD": "bccd", "DeepBioNet": "deepbionet", "draaslan": "draaslan"}
+
+
+def detected_centres(field: Field, mpp: float, scale: int) -> np.ndarray:
+    """(N, 2) HR (row, col) centres of the cells found in ``field`` shrunk by ``scale``."""
+    rgb = field.read_rgb()
+    small = np.clip(np.round(imresize(rgb.astype(np.float64), 1.0 / scale)), 0, 255)
+    cells = detect_leukocytes(small.astype(np.uint8), mpp=mpp * scale)
+    return (np.stack([cells.row, cells.col], axis=1) + 0.5) * scale - 0.5
+
+
+def recentred(samples: list, data: Path, scale: int, side_px: int = 224) -> tuple[list, int]:
+    """The samples re-cropped around the detected cell in their box, and how many had none."""
+    from dataclasses import replace
+
+    fields = {f.field_id: f for f in read_fields(FOLDER_SOURCES[data.name], data)}
+    mpp = source_mpp(list(fields.values()))
+    centres: dict[str, np.ndarray] = {}
+    out, fallback = [], 0
+    for sample in samples:
+        field_id, k = sample.image_id.rsplit("-", 1)
+        field = fields[field_id]
+        if field_id not in centres:
+            centres[field_id] = detected_centres(field, mpp, scale)
+        r0, c0, r1, c1 = field.boxes[int(k)]
+        found = centres[field_id]
+        inside = (found[:, 0] >= r0) & (found[:, 0] < r1) & (found[:, 1] >= c0) & (found[:, 1] < c1)
+        centre = np.array([(r0 + r1) / 2, (c0 + c1) / 2])
+        if inside.any():
+            candidates = found[inside]
+            centre = candidates[np.argmin(np.hypot(*(candidates - centre).T))]
+        else:
+            fallback += 1
+        # As on a slide, the crop reaches past the field's edge: there, the plasma colour the
+        # mosaics of tools/mosaic.py put between fields.
+        rgb = field.read_rgb()
+        pad = side_px
+        canvas = np.empty((rgb.shape[0] + 2 * pad, rgb.shape[1] + 2 * pad, 3), np.uint8)
+        canvas[:] = plasma_colour([rgb])
+        canvas[pad:-pad, pad:-pad] = rgb
+        top = int(np.round(centre[0] - side_px / 2)) + pad
+        left = int(np.round(centre[1] - side_px / 2)) + pad
+        crop = np.ascontiguousarray(canvas[top : top + side_px, left : left + side_px])
+        out.append(replace(sample, rgb=crop))
+    return out, fallback
 
 
 def main() -> None:
@@ -32,9 +88,16 @@ def main() -> None:
     parser.add_argument("--weights", default="default", help="network name or weights file")
     parser.add_argument("--out", type=Path, default=None, help="PNG of the missed crops")
     parser.add_argument("--limit", type=int, default=80, help="test crops used (first N)")
+    parser.add_argument(
+        "--centre", choices=("box", "detected"), default="box",
+        help="centre each crop on its box, or on the detected cell in it (as the pipeline)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     chosen = split_samples(read_sources([args.data]), 0)["test"][: args.limit]
+    if args.centre == "detected":
+        chosen, fallback = recentred(chosen, args.data, args.scale)
+        print(f"centred on the detected cell: {len(chosen) - fallback} of {len(chosen)}")
     dataset = SRDataset(chosen, scale=args.scale)
     model = load_init(args.weights, args.scale).model.eval()
     _, labels = predict(model, dataset, device=torch.device("cpu"), precision="bf16", batch_size=8)
