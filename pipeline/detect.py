@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 GLASS_MAX_OD = 0.08  # mean optical density below which a low-resolution pixel is empty glass
 GLASS_MAX_CHROMA = 0.08  # ... and (max - min) / max of its RGB below which it is colourless
 VERIFY_MATCH_UM = 4.0  # a proposal and its local detection are one cell within this, microns
+STRICTER = 1.5  # on a slide of several renditions, proposals also at thresholds this much higher
 
 
 def detect_leukocytes(
@@ -133,9 +134,15 @@ def detect_leukocytes(
     if not stain.has_foreground:
         return CellTable.empty()
     if len(stain.renditions) > 1:
+        # Proposals under each rendition, at the thresholds and at STRICTER times them: where
+        # no rendition fits a region, its red cells can pass the threshold and swallow a
+        # nucleus into one blob too large to keep; the nucleus stands apart at the stricter one.
+        strict = dict(options, nucleus_threshold=nucleus_threshold * STRICTER,
+                      seed_threshold=seed_threshold * STRICTER)  # fmt: skip
         proposals = [
-            detect_leukocytes(rgb, mpp=mpp, stain=r, origin=origin, **options)
+            detect_leukocytes(rgb, mpp=mpp, stain=r, origin=origin, **settings)
             for r in stain.renditions
+            for settings in (options, strict)
         ]
         return confirm_locally(
             rgb, proposals,
