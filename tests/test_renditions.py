@@ -14,9 +14,10 @@ import numpy as np
 from build_example import write_svs
 from skimage.draw import disk
 
+from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.config import DetectConfig
 from leukoscreen.pipeline.detect import detect_leukocytes, detect_slide, estimate_slide_stain
-from leukoscreen.pipeline.renditions import find_renditions, misfit
+from leukoscreen.pipeline.renditions import confirm_locally, find_renditions, misfit
 from leukoscreen.pipeline.slide import Slide
 from leukoscreen.pipeline.stain import StainEstimate, angle_deg, estimate_stain
 
@@ -136,3 +137,42 @@ def test_the_tiled_slide_path_finds_the_renditions(tmp_path: Path):
     assert not again.has_foreground  # no tiles, nothing sampled
     assert len(cells) == 16
     assert _matched(cells, _expected_centres(8))[0] == 16
+
+
+def test_windows_a_leukocyte_fills_make_no_rendition():
+    """Windows of 8 um (smaller than a nucleus) that a nucleus fills are not explained by the
+    slide's estimate; the estimate made of them explains the red cells too (it is merely more
+    permissive), so it is refused: with the rule, one estimate; without it, a spurious second
+    rendition that would hide nuclei."""
+    windows = _windows(_slide([PINK] * 8), side=16)
+    stain = estimate_stain(np.concatenate([w.reshape(-1, 3) for w in windows]))
+    assert sum(misfit(w, stain, **OPTIONS) > 0.15 for w in windows) >= 8
+    assert find_renditions(windows, stain, **OPTIONS) is stain
+    assert len(find_renditions(windows, stain, exclusive_share=0.0, **OPTIONS).renditions) == 2
+
+
+def test_confirm_locally_keeps_the_local_cell_once_and_drops_the_unconfirmed():
+    """Two proposals of one nucleus (from two renditions, 2 px apart) give one cell, at the
+    centre the local detection measures; a proposal where the local detection finds nothing
+    (a red-cell clump under a foreign rendition) is dropped."""
+    rgb = _field(PINK, seed=3)
+    (r1, c1), (r2, c2) = CENTRES
+    proposals = [
+        CellTable(np.array([r1 + 2.0, 100.0]), np.array([c1 - 1.0, 200.0]),
+                  np.array([[r1 - 8, c1 - 8, r1 + 8, c1 + 8], [95, 195, 105, 205]]),
+                  np.array([50.0, 50.0]), np.array([0.5, 0.5])),
+        CellTable(np.array([float(r1), float(r2)]), np.array([c1 + 1.0, float(c2)]),
+                  np.array([[r1 - 8, c1 - 8, r1 + 8, c1 + 8], [r2 - 8, c2 - 8, r2 + 8, c2 + 8]]),
+                  np.array([50.0, 50.0]), np.array([0.5, 0.5])),
+    ]  # fmt: skip
+    calls = []
+
+    def detect(window: np.ndarray, at: tuple[int, int]) -> CellTable:
+        calls.append(at)
+        return detect_leukocytes(window, mpp=MPP)
+
+    kept = confirm_locally(rgb, proposals, detect, window_px=120, match_px=8.0)
+    assert len(kept) == 2
+    np.testing.assert_allclose(np.sort(kept.row), [r1, r2], atol=1.0)
+    np.testing.assert_allclose(kept.col[np.argsort(kept.row)], [c1, c2], atol=1.0)
+    assert len(calls) == 3  # the duplicate of a confirmed cell is not detected again
