@@ -1,12 +1,12 @@
-"""Slides of several colour renditions: finding them among the stain windows, and judging each
-pixel by the one that fits its surroundings.
+"""Slides of several colour renditions: finding them among the stain windows, and confirming
+each cell found under them with the stain of its own neighbourhood.
 
 A slide is one stain bath and one lamp, but a slide made of several (fields stained or scanned
 apart, a strong stain gradient, the DeepBioNet mosaic of ``docs/detection.md`` that lays blue,
 grey, olive and yellow renditions side by side) has no one background and red-cell colour: under
 one estimate, another rendition's red cells and plasma pass for nuclei. Nothing here is fitted
-to a source's colours: a rendition is whatever the slide's own windows say, and a pixel's
-rendition is whichever of them explains its neighbourhood best.
+to a source's colours: a rendition is whatever the slide's own windows say, and a cell stands
+when a detection with the stain of the square around it alone finds it too.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def find_renditions(
 
     Returns:
         ``stain`` itself when one estimate explains the slide, else ``stain`` with
-        ``renditions`` (the first being the estimate of the windows it explains).
+        ``renditions`` (the first made of the windows the slide's estimate explains best).
     """
     if max_renditions < 2 or not stain.has_foreground or len(images) < 2 * min_windows:
         return stain
@@ -101,7 +101,7 @@ def find_renditions(
         # Another rendition fails on the windows the others explain (their plasma and red cells
         # are not its own). One that explains them too is not another rendition but a more
         # permissive estimate (made of windows a leukocyte fills, say): it would hide nuclei.
-        if np.mean(new_fits[explained] > misfit_limit) < exclusive_share:
+        if explained.any() and np.mean(new_fits[explained] > misfit_limit) < exclusive_share:
             break
         candidates.append(new)
         fits.append(list(new_fits))

@@ -62,9 +62,11 @@ class StainEstimate:
             least :data:`TINT_TOLERANCE_OD` (:func:`tinted_share`). Above
             :data:`MAX_TINTED_SHARE` the slide has no one background (a mosaic of several
             colour renditions) and :func:`flatten_tint` leaves it alone.
-        renditions: on a slide with regions of another colour rendition (:func:`find_renditions`),
-            one estimate per rendition, the first being the slide's own; each pixel is then
-            judged by the rendition that explains its surroundings best. Empty otherwise.
+        renditions: on a slide with regions of another colour rendition
+            (:func:`leukoscreen.pipeline.renditions.find_renditions`), one estimate per
+            rendition, each made from the stain windows it explains best; cells are then found
+            under each and confirmed with the stain of their own neighbourhood
+            (:func:`leukoscreen.pipeline.renditions.confirm_locally`). Empty otherwise.
     """
 
     background_rgb: tuple[float, float, float]
