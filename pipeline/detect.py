@@ -118,7 +118,7 @@ def detect_leukocytes(
     _check_options(rgb, mpp, min_area_um2, max_area_um2, nucleus_threshold, seed_threshold)
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         return CellTable.empty()
-    options = {
+    options: dict[str, Any] = {
         "min_area_um2": min_area_um2, "max_area_um2": max_area_um2,
         "merge_distance_um": merge_distance_um, "nucleus_threshold": nucleus_threshold,
         "seed_threshold": seed_threshold, "residual_scale": residual_scale,

@@ -93,7 +93,7 @@ def find_renditions(
         unexplained = np.flatnonzero(np.min(fits, axis=0) > misfit_limit)
         if len(unexplained) < min_windows:
             break
-        new = estimate_stain(np.concatenate([images[i].reshape(-1, 3) for i in unexplained]))
+        new = estimate_stain(np.concatenate([images[int(i)].reshape(-1, 3) for i in unexplained]))
         if not new.has_foreground:
             break
         new_fits = np.array([misfit(image, new, **options) for image in images])
@@ -110,7 +110,7 @@ def find_renditions(
     owner = np.argmin(fits, axis=0)  # ties: the earlier estimate, the slide's own first
     renditions = []
     for k in range(len(candidates)):
-        mine = [images[i] for i in np.flatnonzero(owner == k)]
+        mine = [images[int(i)] for i in np.flatnonzero(owner == k)]
         if len(mine) < min_windows:
             continue
         own = estimate_stain(np.concatenate([image.reshape(-1, 3) for image in mine]))
