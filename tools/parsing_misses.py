@@ -18,18 +18,18 @@ lies in the box, on the box (counted).
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from mosaic import plasma_colour
+from mosaic import plasma_colour, shrink_field
 from skimage.io import imsave
 
 from leukoscreen.model.checkpoint import load_init
 from leukoscreen.model.data import SRDataset, fit_to_size
 from leukoscreen.model.evaluate import predict
-from leukoscreen.model.fields import Field, read_fields, source_mpp
-from leukoscreen.model.imresize import imresize
+from leukoscreen.model.fields import read_fields, source_mpp
 from leukoscreen.model.metrics import PROXY_KEYS, parsing_proxies, stain_nucleus_mask
 from leukoscreen.model.train import read_sources, split_samples
 from leukoscreen.pipeline.detect import detect_leukocytes
@@ -37,29 +37,35 @@ from leukoscreen.pipeline.detect import detect_leukocytes
 FOLDER_SOURCES = {"BCCD": "bccd", "DeepBioNet": "deepbionet", "draaslan": "draaslan"}
 
 
-def detected_centres(field: Field, mpp: float, scale: int) -> np.ndarray:
-    """(N, 2) HR (row, col) centres of the cells found in ``field`` shrunk by ``scale``."""
-    rgb = field.read_rgb()
-    small = np.clip(np.round(imresize(rgb.astype(np.float64), 1.0 / scale)), 0, 255)
-    cells = detect_leukocytes(small.astype(np.uint8), mpp=mpp * scale)
+def detected_centres(rgb: np.ndarray, mpp: float, scale: int) -> np.ndarray:
+    """(N, 2) HR (row, col) centres of the cells found in a field shrunk by ``scale``."""
+    cells = detect_leukocytes(shrink_field(rgb, scale), mpp=mpp * scale)
     return (np.stack([cells.row, cells.col], axis=1) + 0.5) * scale - 0.5
+
+
+def on_plasma(rgb: np.ndarray, pad: int) -> np.ndarray:
+    """The field with ``pad`` px of its plasma colour around it: what a crop past its edge meets
+    on a slide (the colour the mosaics of tools/mosaic.py put between fields)."""
+    canvas = np.empty((rgb.shape[0] + 2 * pad, rgb.shape[1] + 2 * pad, 3), np.uint8)
+    canvas[:] = plasma_colour([rgb])
+    canvas[pad:-pad, pad:-pad] = rgb
+    return canvas
 
 
 def recentred(samples: list, data: Path, scale: int, side_px: int = 224) -> tuple[list, int]:
     """The samples re-cropped around the detected cell in their box, and how many had none."""
-    from dataclasses import replace
-
     fields = {f.field_id: f for f in read_fields(FOLDER_SOURCES[data.name], data)}
     mpp = source_mpp(list(fields.values()))
-    centres: dict[str, np.ndarray] = {}
+    seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # field -> (padded image, centres)
     out, fallback = [], 0
     for sample in samples:
         field_id, k = sample.image_id.rsplit("-", 1)
         field = fields[field_id]
-        if field_id not in centres:
-            centres[field_id] = detected_centres(field, mpp, scale)
+        if field_id not in seen:
+            rgb = field.read_rgb()
+            seen[field_id] = (on_plasma(rgb, side_px), detected_centres(rgb, mpp, scale))
+        canvas, found = seen[field_id]
         r0, c0, r1, c1 = field.boxes[int(k)]
-        found = centres[field_id]
         inside = (found[:, 0] >= r0) & (found[:, 0] < r1) & (found[:, 1] >= c0) & (found[:, 1] < c1)
         centre = np.array([(r0 + r1) / 2, (c0 + c1) / 2])
         if inside.any():
@@ -67,15 +73,8 @@ def recentred(samples: list, data: Path, scale: int, side_px: int = 224) -> tupl
             centre = candidates[np.argmin(np.hypot(*(candidates - centre).T))]
         else:
             fallback += 1
-        # As on a slide, the crop reaches past the field's edge: there, the plasma colour the
-        # mosaics of tools/mosaic.py put between fields.
-        rgb = field.read_rgb()
-        pad = side_px
-        canvas = np.empty((rgb.shape[0] + 2 * pad, rgb.shape[1] + 2 * pad, 3), np.uint8)
-        canvas[:] = plasma_colour([rgb])
-        canvas[pad:-pad, pad:-pad] = rgb
-        top = int(np.round(centre[0] - side_px / 2)) + pad
-        left = int(np.round(centre[1] - side_px / 2)) + pad
+        top = int(np.round(centre[0] - side_px / 2)) + side_px
+        left = int(np.round(centre[1] - side_px / 2)) + side_px
         crop = np.ascontiguousarray(canvas[top : top + side_px, left : left + side_px])
         out.append(replace(sample, rgb=crop))
     return out, fallback
