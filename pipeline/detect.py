@@ -124,7 +124,6 @@ def detect_leukocytes(
         "seed_threshold": seed_threshold, "residual_scale": residual_scale,
         "darkness_scale": darkness_scale, "smoothing_um": smoothing_um,
         "cell_margin_um": cell_margin_um, "max_span_um": max_span_um,
-        "tint_block_um": tint_block_um,
     }  # fmt: skip
     tint_block_px = round(tint_block_um / mpp) if tint_block_um > 0 else 0
     if stain is None:
@@ -140,14 +139,17 @@ def detect_leukocytes(
         strict = dict(options, nucleus_threshold=nucleus_threshold * STRICTER,
                       seed_threshold=seed_threshold * STRICTER)  # fmt: skip
         proposals = [
-            detect_leukocytes(rgb, mpp=mpp, stain=r, origin=origin, **settings)
+            detect_leukocytes(
+                rgb, mpp=mpp, stain=r, origin=origin, tint_block_um=tint_block_um, **settings
+            )
             for r in stain.renditions
             for settings in (options, strict)
         ]
         return confirm_locally(
             rgb, proposals,
             lambda window, at: detect_leukocytes(
-                window, mpp=mpp, origin=(origin[0] + at[0], origin[1] + at[1]), **options
+                window, mpp=mpp, origin=(origin[0] + at[0], origin[1] + at[1]),
+                tint_block_um=tint_block_um, **options,
             ),
             window_px=max(round(verify_window_um / mpp), 1), match_px=VERIFY_MATCH_UM / mpp,
         )  # fmt: skip
@@ -161,10 +163,9 @@ def _nuclei_cells(
     origin: tuple[int, int], min_area_um2: float, max_area_um2: float,
     merge_distance_um: float, nucleus_threshold: float, seed_threshold: float,
     residual_scale: float, darkness_scale: float, smoothing_um: float,
-    cell_margin_um: float, max_span_um: float, tint_block_um: float,
+    cell_margin_um: float, max_span_um: float,
 ) -> CellTable:  # fmt: skip
-    """:func:`detect_leukocytes` under one stain estimate (``tint_block_um`` is unused here:
-    ``tint_block_px`` is its value in pixels)."""
+    """:func:`detect_leukocytes` under one stain estimate, the tint block in pixels."""
     if tint_block_px:
         rgb = flatten_tint(rgb, stain, block_px=tint_block_px, origin=origin)
     contrast = nucleus_contrast(

@@ -90,14 +90,14 @@ def find_renditions(
     candidates = [stain]
     fits = [[misfit(image, stain, **options) for image in images]]
     while len(candidates) < max_renditions:
-        unexplained = np.flatnonzero(np.min(fits, axis=0) > misfit_limit)
+        explained = np.min(fits, axis=0) <= misfit_limit
+        unexplained = np.flatnonzero(~explained)
         if len(unexplained) < min_windows:
             break
         new = estimate_stain(np.concatenate([images[int(i)].reshape(-1, 3) for i in unexplained]))
         if not new.has_foreground:
             break
         new_fits = np.array([misfit(image, new, **options) for image in images])
-        explained = np.min(fits, axis=0) <= misfit_limit
         # Another rendition fails on the windows the others explain (their plasma and red cells
         # are not its own). One that explains them too is not another rendition but a more
         # permissive estimate (made of windows a leukocyte fills, say): it would hide nuclei.
