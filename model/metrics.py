@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage as ndi
 from skimage.metrics import structural_similarity
 
 PARSING_CLASSES = {1: "cytoplasm", 2: "nucleus"}  # background (0) is not averaged into mIoU
@@ -96,25 +97,36 @@ PROXY_KEYS = ("outer_strip_cell", "nucleus_in_centre", "nucleus_iou_stain")
 
 
 def stain_nucleus_mask(rgb: NDArray[np.uint8], *, centre_px: int = 64) -> NDArray[np.bool_]:
-    """A nucleus mask from the stain alone: haematoxylin by colour deconvolution.
+    """A nucleus mask from the stain alone, with no colour fitted to any lab.
 
-    The haematoxylin channel of ``skimage.color.rgb2hed`` (Ruifrok and Johnston 2001) is
-    thresholded by Otsu's method over the image; small specks (< 0.5 % of the image) are dropped
-    and only the components that reach the central ``centre_px`` square are kept (the cell is
-    centred, a neighbour's nucleus is not). A proxy, not ground truth: on segmentation_WBC it
-    is scored against the expert nuclei (``docs/model-card.md``).
+    In a Romanowsky-stained smear the nucleus is the densest thing in the image and, unlike a
+    red cell, it absorbs red light. So: the optical density summed over R, G and B (lightly
+    smoothed, sigma 2 px) split into three classes by multi-level Otsu (plasma; red cells and
+    cytoplasm; nucleus), the densest class kept where the red channel's own density is above
+    its Otsu threshold too (which drops dense pink red cells). Specks (< 0.5 % of the image)
+    are dropped and only the components that reach the central ``centre_px`` square are kept
+    (the cell is centred, a neighbour's nucleus is not). A proxy, not ground truth: scored
+    against the expert nuclei of segmentation_WBC in ``docs/model-card.md``, where it replaced
+    Otsu on the haematoxylin channel of ``skimage.color.rgb2hed`` (IoU 0.72 / 0.87 -> 0.85 /
+    0.93 on Dataset 1 / 2, train and validation parts), which took whole cells and red cells
+    for nucleus on yellow-tinted DeepBioNet fields.
 
     Args:
         rgb: (H, W, 3) uint8 HR cell image.
     """
-    from skimage.color import rgb2hed
-    from skimage.filters import threshold_otsu
+    from skimage.filters import threshold_multiotsu, threshold_otsu
     from skimage.measure import label
 
-    haematoxylin = rgb2hed(rgb)[..., 0]
-    if np.ptp(haematoxylin) == 0:
+    density = -np.log(np.maximum(np.asarray(rgb, dtype=np.float64), 1.0) / 255.0)
+    total = ndi.gaussian_filter(density.sum(axis=-1), 2.0)
+    red = ndi.gaussian_filter(density[..., 0], 2.0)
+    if np.ptp(total) <= 1e-6 or np.ptp(red) <= 1e-6:
         return np.zeros(rgb.shape[:2], dtype=bool)
-    mask = haematoxylin > threshold_otsu(haematoxylin)
+    try:
+        densest = total > threshold_multiotsu(total, classes=3)[-1]
+    except ValueError:  # fewer than three distinct densities
+        return np.zeros(rgb.shape[:2], dtype=bool)
+    mask = densest & (red > threshold_otsu(red))
     components = label(mask)
     sizes = np.bincount(components.ravel())
     height, width = mask.shape

@@ -299,7 +299,7 @@ def _proxy_section(table: Table) -> list[str]:
             "",
             "Outer strip: share of the outer 16 px labelled cell; centre: share of cells whose "
             "nucleus covers >= 10 % of the central 64 x 64 px; stain IoU: predicted nucleus vs "
-            "the haematoxylin (colour deconvolution) nucleus.",
+            "the stain-derived nucleus (`metrics.stain_nucleus_mask` of the run's version).",
             "",
             "| scale | method | source | images | outer strip cell | nucleus in centre | "
             "nucleus IoU (stain) |",

@@ -33,6 +33,7 @@ from leukoscreen.model.data import (
 )
 from leukoscreen.model.errors import DataError
 from leukoscreen.model.imresize import imresize, rgb2y, rgb2ycbcr
+from leukoscreen.model.metrics import stain_nucleus_mask
 
 
 def _rgb(rows: int, cols: int, seed: int = 0) -> np.ndarray:
@@ -408,6 +409,30 @@ def test_segmentation_wbc(shared_data: Path) -> None:
     split = split_ids(samples, seed=0)
     assert [len(split[p]) for p in ("train", "val", "test")] == [280, 60, 60]
     assert split == split_ids(samples, seed=0)
+
+
+@pytest.mark.slow
+def test_the_stain_nucleus_agrees_with_the_experts_on_the_test_part(shared_data: Path) -> None:
+    """The proxy of the parsing maps (issue 16) against segmentation_WBC's expert nuclei, on the
+    test part it was not chosen on: mean IoU 0.838 (Dataset 1) and 0.931 (Dataset 2) measured;
+    the first version (haematoxylin, Otsu) had 0.718 and 0.896."""
+    root = shared_data / "segmentation_WBC"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found")
+    samples = read_segmentation_wbc(root)
+    test = set(split_ids(samples, seed=0)["test"])
+    scores: dict[str, list[float]] = {"wbc1": [], "wbc2": []}
+    for sample in samples:
+        if sample.image_id not in test or sample.labels is None:
+            continue
+        size = size_for(sample.source, sample.rgb.shape[0])
+        mask = stain_nucleus_mask(fit_to_size(sample.rgb, size)[0])
+        expert = fit_to_size(sample.labels, size)[0] == NUCLEUS
+        union = np.count_nonzero(mask | expert)
+        scores[sample.source].append(np.count_nonzero(mask & expert) / max(union, 1))
+    assert [len(v) for v in scores.values()] == [45, 15]
+    assert np.mean(scores["wbc1"]) > 0.82
+    assert np.mean(scores["wbc2"]) > 0.91
 
 
 def _square_sample(seed: int, side: int) -> Sample:

@@ -134,13 +134,18 @@ def test_parsing_scores_shape_mismatch() -> None:
 
 
 def _stained_cell(side: int = 128, radius: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """A pink field with a purple nucleus disc in the centre and a pale ring of cytoplasm."""
+    """A smear's crop: a purple nucleus disc in the centre with a pale ring of cytoplasm, pink
+    red cells around it on pale plasma, one of them deep-stained (as dense as the nucleus in
+    total, but transparent to red light) and reaching the central square."""
     rows, cols = np.mgrid[:side, :side]
     distance = np.hypot(rows - side / 2 + 0.5, cols - side / 2 + 0.5)
     rgb = np.empty((side, side, 3), np.uint8)
-    rgb[:] = (235, 200, 210)  # plasma / red-cell pink
+    rgb[:] = (235, 200, 210)  # plasma
+    for row, col in [(14, 14), (14, 64), (14, 114), (64, 14), (114, 14), (114, 64), (114, 114)]:
+        rgb[np.hypot(rows - row, cols - col) < 12] = (215, 110, 125)  # red cells
+    rgb[np.hypot(rows - 64, cols - 108) < 12] = (200, 40, 70)  # the deep-stained red cell
     rgb[distance < 1.8 * radius] = (215, 190, 220)  # cytoplasm
-    rgb[distance < radius] = (90, 50, 140)  # haematoxylin-dark nucleus
+    rgb[distance < radius] = (90, 50, 140)  # nucleus
     labels = np.zeros((side, side), np.uint8)
     labels[distance < 1.8 * radius] = 1
     labels[distance < radius] = 2
@@ -152,15 +157,18 @@ def test_stain_nucleus_mask_finds_the_dark_centre_only() -> None:
     rgb[5:25, 5:25] = (90, 50, 140)  # a neighbour's nucleus in the corner: not this cell's
     mask = stain_nucleus_mask(rgb)
     nucleus = labels == 2
-    assert np.count_nonzero(mask & nucleus) / np.count_nonzero(mask | nucleus) > 0.95
+    # the smoothing (sigma 2 px) and the threshold between the classes shave about 1 px off
+    # the disc's edge: IoU 0.92 on a radius of 20 px
+    assert np.count_nonzero(mask & nucleus) / np.count_nonzero(mask | nucleus) > 0.9
     assert not mask[5:25, 5:25].any()
+    assert not mask[labels == 0].any()  # neither the deep-stained red cell nor the others
 
 
 def test_parsing_proxies_of_a_good_and_a_flooding_map() -> None:
     rgb, labels = _stained_cell()
     good = parsing_proxies(labels, rgb)
     assert good["outer_strip_cell"] == 0.0 and good["nucleus_in_centre"] == 1.0
-    assert good["nucleus_iou_stain"] > 0.95
+    assert good["nucleus_iou_stain"] > 0.9
     flooded = np.ones_like(labels)  # everything cytoplasm: no nucleus, cell to the border
     bad = parsing_proxies(flooded, rgb)
     assert bad == {"outer_strip_cell": 1.0, "nucleus_in_centre": 0.0, "nucleus_iou_stain": 0.0}
