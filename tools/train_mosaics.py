@@ -8,6 +8,7 @@ diagnosed, on train data::
 
     python tools/train_mosaics.py --data ../shared/data --offsets 1 2 --mpp 0.4164 --shifts
     python tools/train_mosaics.py --data ../shared/data --offsets 1 2 --mpp 0.35 0.5
+    python tools/train_mosaics.py --data ../shared/data --offsets 0 1 --mpp 0.5 --misfit-limit 0.08
 
 Prints recall / precision per mosaic (match: detection centre inside a WBC box, one-to-one),
 unshifted and, with ``--shifts``, under each colour shift of ``mosaic.COLOUR_SHIFTS``.
@@ -16,6 +17,7 @@ unshifted and, with ``--shifts``, under each colour shift of ``mosaic.COLOUR_SHI
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from detection_scores import score_slide
 from evaluate_detection import FOLDERS, TRAIN_EVERY, Source
 from mosaic import COLOUR_SHIFTS, build_mosaic, shift_colours
 
+from leukoscreen.pipeline import detect, renditions
 from leukoscreen.pipeline.config import DetectConfig
 
 
@@ -36,7 +39,20 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--mpp", type=float, nargs="+", default=[0.4164], help="pixel sizes")
     parser.add_argument("--shifts", action="store_true", help="also under each colour shift")
+    parser.add_argument(
+        "--misfit-limit", type=float, default=renditions.MISFIT_LIMIT,
+        help="probe: renditions.find_renditions' misfit_limit for this run",
+    )  # fmt: skip
+    parser.add_argument(
+        "--exclusive-share", type=float, default=renditions.EXCLUSIVE_SHARE,
+        help="probe: renditions.find_renditions' exclusive_share for this run",
+    )  # fmt: skip
     args = parser.parse_args()
+    detect.find_renditions = functools.partial(  # type: ignore[assignment]
+        renditions.find_renditions,
+        misfit_limit=args.misfit_limit,
+        exclusive_share=args.exclusive_share,
+    )
     source = Source("deepbionet", args.data / FOLDERS["deepbionet"])
     fields = source.split["train"]
     with tempfile.TemporaryDirectory() as work:
