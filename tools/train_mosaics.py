@@ -31,7 +31,7 @@ from leukoscreen.pipeline.config import DetectConfig
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--data", type=Path, required=True, help="the shared data folder")
     parser.add_argument(
         "--offsets", type=int, nargs="+", default=[1, 2],
