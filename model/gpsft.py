@@ -180,6 +180,10 @@ class GeometryPriorSFT(nn.Module):
             its map with a U-Net at HR; this one reads the SR image instead of the bicubic one.
             Empty (the default) for none. With it, the HR stages run on the whole input and
             ``trim`` only crops (its reach is wider than :data:`HR_CONTEXT_LR`).
+        parsing_prior: give the parsing map a prior U-Net and condition layer of its own, a
+            copy of the SR path's at the start (``tools/add_parsing_refiner.py
+            --parsing-prior``), so ``--parsing-only`` training can change what the map sees
+            without touching the SR image. False (the default) shares one prior.
 
     Shapes: x (N, 3, h, w) LR Y, Cb, Cr in [0, 1] -> (sr (N, 1, h*s, w*s), parsing logits
         (N, 3, h*s, w*s) in the order nucleus, cytoplasm, background).
@@ -200,6 +204,7 @@ class GeometryPriorSFT(nn.Module):
         head_width: int = 16,
         refine_widths: tuple[int, ...] = (),
         hr_parser_widths: tuple[int, ...] = (),
+        parsing_prior: bool = False,
     ) -> None:
         super().__init__()
         if scale < 2 or num_features < 1 or num_blocks < 1:
@@ -212,6 +217,18 @@ class GeometryPriorSFT(nn.Module):
         self.prior = PriorUNet(in_channels=3, out_channels=condition_features, widths=unet_widths)
         self.condition = nn.Sequential(
             nn.LeakyReLU(LEAKY_SLOPE), ConvLReLU(condition_features, condition_features)
+        )
+        self.parsing_prior = (
+            PriorUNet(in_channels=3, out_channels=condition_features, widths=unet_widths)
+            if parsing_prior
+            else None
+        )
+        self.parsing_condition = (
+            nn.Sequential(
+                nn.LeakyReLU(LEAKY_SLOPE), ConvLReLU(condition_features, condition_features)
+            )
+            if parsing_prior
+            else None
         )
         self.parsing_head = SubPixelHead(condition_features, 3, scale, head_width)
         self.refiner = (
@@ -251,7 +268,10 @@ class GeometryPriorSFT(nn.Module):
         rest = (trim - cut) * self.scale  # HR px cut from what they compute
         y = x[:, :1]  # (N, 1, h, w) LR luminance
         condition = self.condition(self.prior(x))  # (N, K, h, w)
-        kept = crop_border(condition, cut)
+        if self.parsing_prior is not None and self.parsing_condition is not None:
+            kept = crop_border(self.parsing_condition(self.parsing_prior(x)), cut)
+        else:
+            kept = crop_border(condition, cut)
         logits = self.parsing_head(kept)  # (N, 3, H, W), blocky at x8
         up = crop_border(self.upsample(x), cut * self.scale)  # (N, 3, H, W) bicubic Y, Cb, Cr
         if self.refiner is not None:

@@ -169,7 +169,7 @@ PRIOR_MODULES = ("prior", "condition", "parsing_head", "refiner", "hr_parser")
 """Sub-modules that make the parsing map (GP: the U-Net; GP-SFT: U-Net, condition, head,
 refiner, HR parser)."""
 
-PARSING_MODULES = ("parsing_head", "refiner", "hr_parser")
+PARSING_MODULES = ("parsing_head", "refiner", "hr_parser", "parsing_prior", "parsing_condition")
 """Sub-modules that make only the parsing map and never feed the SR image (GP-SFT)."""
 
 

@@ -392,3 +392,38 @@ def test_an_untrained_hr_parser_changes_nothing_and_trim_stays_exact(scale: int)
     assert all(p.grad is None for p in parsed.sr_head.parameters())
     assert all(p.grad is None for p in parsed.blocks.parameters())
     assert any(p.grad is not None and p.grad.abs().max() > 0 for p in parsed.hr_parser.parameters())
+
+
+def test_a_parsing_prior_of_its_own_starts_as_the_shared_one_and_leaves_the_sr_path() -> None:
+    """GP-SFT with ``parsing_prior``: given copies of the shared prior's weights (what
+    ``tools/add_parsing_refiner.py --parsing-prior`` writes) it computes exactly the shared
+    network's outputs; changed, it moves the map and not the SR image, and the map's gradient
+    reaches the parsing prior, never the SR path's prior."""
+    torch.manual_seed(0)
+    kwargs = {**TINY["gpsft"], "refine_widths": (4, 4, 4)}
+    shared = build_network("gpsft", scale=4, **kwargs).eval()
+    own = build_network("gpsft", scale=4, parsing_prior=True, **kwargs).eval()
+    with torch.no_grad():
+        for parameter in shared.parameters():
+            parameter.normal_(0.0, 0.3)
+    weights = dict(shared.state_dict())
+    for key in list(weights):
+        for old, copy in (("prior.", "parsing_prior."), ("condition.", "parsing_condition.")):
+            if key.startswith(old):
+                weights[copy + key[len(old) :]] = weights[key]
+    own.load_state_dict(weights)  # strict: every tensor of the new modules is given
+    x = torch.rand(2, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(own(x, trim=2)[0], shared(x, trim=2)[0])
+        torch.testing.assert_close(own(x, trim=2)[1], shared(x, trim=2)[1])
+        for parameter in own.parsing_prior.parameters():
+            parameter.add_(0.2)
+        sr, logits = own(x)
+        torch.testing.assert_close(sr, shared(x)[0])
+        assert (logits - shared(x)[1]).abs().max() > 1e-3
+    _, logits = own(x)
+    logits.sum().backward()
+    assert all(p.grad is None for p in own.prior.parameters())
+    assert all(p.grad is None for p in own.condition.parameters())
+    grads = [p.grad for p in own.parsing_prior.parameters()]
+    assert any(g is not None and g.abs().max() > 0 for g in grads)

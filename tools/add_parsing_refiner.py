@@ -5,11 +5,15 @@ script loads them into today's GP-SFT (refiner included, its last convolution at
 network computes exactly what the old weights did) and saves a weights file that
 ``leukoscreen train --init FILE --parsing-only`` can start from. ``--hr-parser W...`` adds the
 HR parser (``GeometryPriorSFT(hr_parser_widths=...)``, its head at zero) to weights that have
-a refiner already. Run from the project root:
+a refiner already; ``--parsing-prior`` gives the parsing map a prior of its own
+(``GeometryPriorSFT(parsing_prior=True)``), a copy of the SR path's prior and condition layer,
+so the network again computes exactly what the old weights did. Run from the project root:
 
     python tools/add_parsing_refiner.py --scale 8 --old OLD.pt --out runs/gpsft_x8_refiner_init.pt
     python tools/add_parsing_refiner.py --scale 8 --old model/weights/gpsft_x8.pt \
         --hr-parser 16 32 64 128 --out runs/hrparser/init_x8.pt
+    python tools/add_parsing_refiner.py --scale 8 --old model/weights/gpsft_x8.pt \
+        --parsing-prior --out runs/pprior/init_x8.pt
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ def main() -> None:
     parser.add_argument(
         "--hr-parser", type=int, nargs="+", default=None, help="add the HR parser, level widths"
     )
+    parser.add_argument(
+        "--parsing-prior", action="store_true", help="a copy of the prior for the parsing map"
+    )
     args = parser.parse_args()
     state = torch.load(args.old, map_location="cpu", weights_only=True)
     arch_kwargs = dict(state.get("arch_kwargs", {}))
@@ -42,8 +49,16 @@ def main() -> None:
     if args.hr_parser:
         arch_kwargs["hr_parser_widths"] = tuple(args.hr_parser)
         new = "hr_parser."
+    weights = dict(state["state_dict"])
+    if args.parsing_prior:
+        arch_kwargs["parsing_prior"] = True
+        new = "parsing_"  # parsing_prior. and parsing_condition., copied below
+        for key in list(weights):
+            for old, copy in (("prior.", "parsing_prior."), ("condition.", "parsing_condition.")):
+                if key.startswith(old):
+                    weights[copy + key[len(old) :]] = weights[key].clone()
     model = build_network("gpsft", scale=args.scale, **arch_kwargs)
-    missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or any(not key.startswith(new) for key in missing):
         raise SystemExit(f"{args.old}: not GP-SFT weights without {new[:-1]} ({unexpected})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +72,8 @@ def main() -> None:
         metrics=state.get("metrics", {}),
         dtype=torch.float32,
     )
-    print(f"{args.out}: {len(missing)} {new[:-1]} tensors added at their initial values")
+    added = len(weights) - len(state["state_dict"]) + len(missing)
+    print(f"{args.out}: {added} {new[:-1]} tensors added (zero heads or copies of the prior)")
 
 
 if __name__ == "__main__":
