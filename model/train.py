@@ -165,11 +165,13 @@ def evaluate(
     return result
 
 
-PRIOR_MODULES = ("prior", "condition", "parsing_head", "refiner", "hr_parser")
-"""Sub-modules that make the parsing map (GP: the U-Net; GP-SFT: U-Net, condition, head,
-refiner, HR parser)."""
+PARSING_PRIOR = ("parsing_prior", "parsing_condition")  # GP-SFT(parsing_prior=True)
 
-PARSING_MODULES = ("parsing_head", "refiner", "hr_parser", "parsing_prior", "parsing_condition")
+PRIOR_MODULES = ("prior", "condition", "parsing_head", "refiner", "hr_parser", *PARSING_PRIOR)
+"""Sub-modules that make the parsing map (GP: the U-Net; GP-SFT: U-Net, condition, head,
+refiner, HR parser, the parsing map's own prior)."""
+
+PARSING_MODULES = ("parsing_head", "refiner", "hr_parser", *PARSING_PRIOR)
 """Sub-modules that make only the parsing map and never feed the SR image (GP-SFT)."""
 
 
