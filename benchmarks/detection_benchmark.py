@@ -31,7 +31,6 @@ import os
 import platform
 import tempfile
 import time
-from contextlib import nullcontext
 from importlib.resources import files
 from pathlib import Path
 
@@ -87,9 +86,10 @@ def main() -> None:
     cfg = DetectConfig()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.slide or Path(tmp) / "bench.svs"
-        with Slide.open(path) if args.slide else nullcontext() as given:
-            shape = given.dimensions if given else build_slide(path, args.repeat)
+        if args.slide is None:
+            build_slide(path, args.repeat)
         with Slide.open(path) as slide:
+            shape = slide.dimensions
             tiles, _ = plan_detection(slide, cfg)
             mpx = halo_mpx(tiles)
             raw_s, detect_s, cells = [], [], 0

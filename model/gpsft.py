@@ -22,6 +22,7 @@ About 9 GFLOP per 224 x 224 cell at x4 and 3 GFLOP at x8 (``benchmarks/model_ben
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -286,6 +287,18 @@ class GeometryPriorSFT(nn.Module):
             guide = torch.cat([sr.detach(), up[:, 1:], torch.sigmoid(logits.float())], dim=1)
             logits = logits + self.hr_parser(guide)
         return crop_border(sr, rest), crop_border(logits, rest)  # (N, 1, H', W'), (N, 3, H', W')
+
+
+def with_parsing_prior(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """GP-SFT weights for ``parsing_prior=True``: the SR path's prior and condition layer copied
+    to the parsing map's own (``parsing_prior.*``, ``parsing_condition.*``), so the network
+    computes exactly what the shared one did."""
+    weights = dict(state_dict)
+    for key, value in state_dict.items():
+        for shared, own in (("prior.", "parsing_prior."), ("condition.", "parsing_condition.")):
+            if key.startswith(shared):
+                weights[own + key[len(shared) :]] = value.clone()
+    return weights
 
 
 def crop_border(x: torch.Tensor, px: int) -> torch.Tensor:

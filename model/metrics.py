@@ -115,7 +115,6 @@ def stain_nucleus_mask(rgb: NDArray[np.uint8], *, centre_px: int = 64) -> NDArra
         rgb: (H, W, 3) uint8 HR cell image.
     """
     from skimage.filters import threshold_multiotsu, threshold_otsu
-    from skimage.measure import label
 
     density = -np.log(np.maximum(np.asarray(rgb, dtype=np.float64), 1.0) / 255.0)
     total = ndi.gaussian_filter(density.sum(axis=-1), 2.0)
@@ -126,14 +125,20 @@ def stain_nucleus_mask(rgb: NDArray[np.uint8], *, centre_px: int = 64) -> NDArra
         densest = total > threshold_multiotsu(total, classes=3)[-1]
     except ValueError:  # fewer than three distinct densities
         return np.zeros(rgb.shape[:2], dtype=bool)
-    mask = densest & (red > threshold_otsu(red))
+    return central_components(densest & (red > threshold_otsu(red)), centre_px=centre_px)
+
+
+def central_components(mask: NDArray[np.bool_], *, centre_px: int = 64) -> NDArray[np.bool_]:
+    """The connected components of ``mask`` that reach its central ``centre_px`` square and
+    cover at least 0.5 % of it (a centred cell's nucleus, not a neighbour's or a speck)."""
+    from skimage.measure import label
+
     components = label(mask)
     sizes = np.bincount(components.ravel())
     height, width = mask.shape
     top, left = max(0, (height - centre_px) // 2), max(0, (width - centre_px) // 2)
-    central = np.unique(components[top : top + centre_px, left : left + centre_px])
     keep = np.zeros(len(sizes), dtype=bool)
-    keep[central] = True
+    keep[np.unique(components[top : top + centre_px, left : left + centre_px])] = True
     keep[0] = False
     keep &= sizes >= 0.005 * mask.size
     return keep[components]

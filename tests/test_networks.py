@@ -12,7 +12,7 @@ from torch import nn
 
 from leukoscreen.model.blocks import ResidualBlock
 from leukoscreen.model.gp import GeometryPriorSR
-from leukoscreen.model.gpsft import gflop_per_cell
+from leukoscreen.model.gpsft import gflop_per_cell, with_parsing_prior
 from leukoscreen.model.imresize import imresize
 from leukoscreen.model.networks import build_network, design_kwargs
 from leukoscreen.model.srcnn import SRCNN
@@ -406,12 +406,7 @@ def test_a_parsing_prior_of_its_own_starts_as_the_shared_one_and_leaves_the_sr_p
     with torch.no_grad():
         for parameter in shared.parameters():
             parameter.normal_(0.0, 0.3)
-    weights = dict(shared.state_dict())
-    for key in list(weights):
-        for old, copy in (("prior.", "parsing_prior."), ("condition.", "parsing_condition.")):
-            if key.startswith(old):
-                weights[copy + key[len(old) :]] = weights[key]
-    own.load_state_dict(weights)  # strict: every tensor of the new modules is given
+    own.load_state_dict(with_parsing_prior(shared.state_dict()))  # strict: all tensors given
     x = torch.rand(2, 3, 12, 12)
     with torch.no_grad():
         torch.testing.assert_close(own(x, trim=2)[0], shared(x, trim=2)[0])

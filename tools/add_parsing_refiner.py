@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from leukoscreen.model.checkpoint import save_weights
+from leukoscreen.model.gpsft import with_parsing_prior
 from leukoscreen.model.networks import build_network
 
 
@@ -52,11 +53,8 @@ def main() -> None:
     weights = dict(state["state_dict"])
     if args.parsing_prior:
         arch_kwargs["parsing_prior"] = True
-        new = "parsing_"  # parsing_prior. and parsing_condition., copied below
-        for key in list(weights):
-            for old, copy in (("prior.", "parsing_prior."), ("condition.", "parsing_condition.")):
-                if key.startswith(old):
-                    weights[copy + key[len(old) :]] = weights[key].clone()
+        new = "parsing_"  # parsing_prior. and parsing_condition.: copies of the shared ones
+        weights = with_parsing_prior(weights)
     model = build_network("gpsft", scale=args.scale, **arch_kwargs)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or any(not key.startswith(new) for key in missing):

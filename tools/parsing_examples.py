@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mosaic import shrink_field
 from parsing_misses import FOLDER_SOURCES, recentred
 from scipy import ndimage as ndi
 from skimage.io import imsave
@@ -29,7 +30,6 @@ from skimage.io import imsave
 from leukoscreen.model.checkpoint import load_init
 from leukoscreen.model.data import SRDataset, fit_to_size
 from leukoscreen.model.evaluate import predict
-from leukoscreen.model.imresize import imresize
 from leukoscreen.model.metrics import stain_nucleus_mask
 from leukoscreen.model.train import read_sources, split_samples
 
@@ -46,8 +46,7 @@ def outlined(rgb: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, int, int]
 
 def enlarged_lr(rgb: np.ndarray, scale: int) -> np.ndarray:
     """The LR view of ``rgb`` (bicubic, 1 / ``scale``), shown at HR size by pixel repetition."""
-    lr = np.clip(np.round(imresize(rgb.astype(np.float64), 1.0 / scale)), 0, 255)
-    big = np.kron(lr, np.ones((scale, scale, 1))).astype(np.uint8)
+    big = np.kron(shrink_field(rgb, scale), np.ones((scale, scale, 1), np.uint8))
     return big[: rgb.shape[0], : rgb.shape[1]]
 
 

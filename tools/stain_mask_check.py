@@ -17,26 +17,17 @@ from pathlib import Path
 import numpy as np
 from skimage.color import rgb2hed
 from skimage.filters import threshold_otsu
-from skimage.measure import label
 
 from leukoscreen.model.data import fit_to_size, read_segmentation_wbc, size_for, split_ids
-from leukoscreen.model.metrics import stain_nucleus_mask
+from leukoscreen.model.metrics import central_components, stain_nucleus_mask
 
 
-def haematoxylin_otsu(rgb: np.ndarray, centre_px: int = 64) -> np.ndarray:
-    """The first version: Otsu on rgb2hed's haematoxylin, central components >= 0.5 %."""
+def haematoxylin_otsu(rgb: np.ndarray) -> np.ndarray:
+    """The first version: Otsu on rgb2hed's haematoxylin, then the central components."""
     haematoxylin = rgb2hed(rgb)[..., 0]
     if np.ptp(haematoxylin) == 0:
         return np.zeros(rgb.shape[:2], dtype=bool)
-    components = label(haematoxylin > threshold_otsu(haematoxylin))
-    sizes = np.bincount(components.ravel())
-    height, width = components.shape
-    top, left = max(0, (height - centre_px) // 2), max(0, (width - centre_px) // 2)
-    keep = np.zeros(len(sizes), dtype=bool)
-    keep[np.unique(components[top : top + centre_px, left : left + centre_px])] = True
-    keep[0] = False
-    keep &= sizes >= 0.005 * components.size
-    return keep[components]
+    return central_components(haematoxylin > threshold_otsu(haematoxylin))
 
 
 METHODS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
