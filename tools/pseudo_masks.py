@@ -3,8 +3,9 @@
 For each boxed leukocyte of a field source's **train** part (``crop_leukocytes``: 224 px at the
 field's resolution, the fixed split, so test crops never enter), the shipped default network
 parses its x``--scale`` LR version (the teacher), and the stain gives an independent nucleus
-(``metrics.stain_nucleus_mask``; the shipped pseudo-masks were made with its first version,
-Otsu on the haematoxylin channel of colour deconvolution). The pseudo-mask
+(``metrics.stain_nucleus_mask``; the shipped x8 weights' last fine-tuning used the current
+version with ``--min-agreement 0.6``, the earlier pseudo-masks its first version, Otsu on the
+haematoxylin channel of colour deconvolution). The pseudo-mask
 keeps the teacher's cell region (its cytoplasm does not flood the plasma) and takes as nucleus
 the stain nucleus inside that region; cytoplasm is the rest of the region. A cell is kept only
 where both are confident: the teacher's mean pixel confidence over the cell >= ``--min-confidence``,
