@@ -334,6 +334,18 @@ def test_2000_cell_page_stays_under_50_mb(example_page: Path) -> None:
     assert len(text.encode("utf-8")) < MAX_PAGE_BYTES
 
 
+def test_encoding_in_chunks_gives_the_cells_of_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``encode_cells`` makes the bicubic a few cells at a time (a 2,000-cell call took ~20 GB at
+    once); the images must be the same as from one call over all cells."""
+    sr, parsing, lr = _smooth_cells(5)
+    whole = encode_cells(sr, parsing, lr, scale=8, margin_px=4)
+    monkeypatch.setattr("leukoscreen.pipeline.review.ENCODE_CHUNK", 2)
+    chunked = encode_cells(sr, parsing, lr, scale=8, margin_px=4)
+    assert len(chunked) == 5
+    assert chunked == whole
+    assert len({cell.bicubic for cell in chunked}) == 5  # each cell its own bicubic, in order
+
+
 def test_page_without_parsing_map_has_no_overlay_or_confidence() -> None:
     text = render_page(_synthetic_page(3, 3, with_parsing=False))
     cells = _parse(text).cells
