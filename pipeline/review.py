@@ -124,7 +124,7 @@ def encode_cells(
         ValueError: the bicubic of the LR core is not the size of the SR image.
     """
     # The bicubic is made in float64 planes: a few dozen cells at a time keeps that small for
-    # callers that pass thousands (a 2,000-cell batch took about 16 GB at once).
+    # callers that pass thousands (a 2,000-cell batch took about 20 GB at once).
     bicubic = np.concatenate(
         [
             bicubic_baseline(lr[i : i + ENCODE_CHUNK], scale=scale, margin_px=margin_px)
