@@ -455,9 +455,20 @@ def _replace_block(text: str, begin: str, end: str, body: str) -> str:
     return pattern.sub(lambda _: f"{begin}\n{body.strip()}\n{end}", text)
 
 
+def _rows_without_run(text: str, written: set[tuple[str, ...]]) -> list[str]:
+    """The card's wall-time rows whose (run, hardware) no source gave this time: a run folder
+    that a new checkout lacks keeps its row rather than losing what it measured."""
+    block = re.search(re.escape(TIMES_BEGIN) + r"(.*?)" + re.escape(TIMES_END), text, re.S)
+    rows = block.group(1).strip().splitlines()[2:] if block else []
+    return [
+        row for row in rows if row.startswith("| ") and tuple(row.split(" | ")[:2]) not in written
+    ]
+
+
 def write_card(card: Path, results: Path, runs: Path | Sequence[Path]) -> None:
     """Copy ``results/table2.md`` and the training wall times of ``runs`` (one or more run
-    folders or histories JSON files) into the model card's markers."""
+    folders or histories JSON files) into the model card's markers. Rows already in the card
+    for runs that none of ``runs`` holds are kept, after the new ones."""
     table_md = (Path(results) / "table2.md").read_text(encoding="utf-8")
     table_md = re.sub(r"^(#+) ", r"#\1 ", table_md, flags=re.M)  # one level below the card's
     lines = [
@@ -473,6 +484,7 @@ def write_card(card: Path, results: Path, runs: Path | Sequence[Path]) -> None:
             f"{t['best_val_psnr']:.3f} | {miou} | {shipped} |"
         )
     text = Path(card).read_text(encoding="utf-8")
+    lines += _rows_without_run(text, {tuple(line.split(" | ")[:2]) for line in lines[2:]})
     text = _replace_block(text, CARD_BEGIN, CARD_END, table_md)
     text = _replace_block(text, TIMES_BEGIN, TIMES_END, "\n".join(lines))
     Path(card).write_text(text, encoding="utf-8")

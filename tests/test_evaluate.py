@@ -399,7 +399,9 @@ def test_write_card_copies_the_table_and_wall_times(
     monkeypatch.setattr(report, "read_manifest", lambda: manifest)
     card = tmp_path / "card.md"
     card.write_text(
-        "# Card\n\n## Training\n<!-- walltime:begin -->\nTODO\n<!-- walltime:end -->\n\n"
+        "# Card\n\n## Training\n<!-- walltime:begin -->\n| run | trained on |\n|---|---|\n"
+        f"| gp_x8 | CPU ({run.parent}) | 1 | 9.9 min | 1.000 | – | – |\n"
+        "| old_x4 | CPU (gone) | 10 | 8.0 min | 39.332 | – | – |\nTODO\n<!-- walltime:end -->\n\n"
         "## Evaluation\n<!-- table2:begin -->\nTODO\n<!-- table2:end -->\nend\n",
         encoding="utf-8",
     )
@@ -414,6 +416,9 @@ def test_write_card_copies_the_table_and_wall_times(
         "| np_x4 | GPU X | 3 | 0.1 min | 33.000 | – | epoch 3 |",
         f"| gp_x8 | CPU ({run.parent}) | 2 | 2.5 min | 28.250 | 0.750 | – |",
     ]
+    # the run folder a checkout lacks keeps its row; the run it has is written anew, once
+    assert "| old_x4 | CPU (gone) | 10 | 8.0 min | 39.332 | – | – |\n<!-- walltime:end -->" in text
+    assert "9.9 min" not in text
     assert "### Table 2: SR benchmark" in text
     psnr_4 = table.value(4, "bicubic", "psnr")
     assert psnr_4 is not None
