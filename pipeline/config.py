@@ -78,6 +78,10 @@ class DetectConfig:
         stain_window_px: side of each of those windows, level-0 px (at least).
         stain_window_um: ... and at least this many microns (a window must hold red cells and
             plasma around any leukocyte in it to tell one rendition from another).
+        rendition_sample_windows: where those windows show several renditions (or some that
+            the slide's estimate does not explain), the stain is estimated again from this
+            many, so that a rendition covering a small part of the slide still fills the
+            windows it needs; not more than ``stain_sample_windows`` turns this off.
     """
 
     tile_size_px: int = 2048
@@ -99,6 +103,7 @@ class DetectConfig:
     foreground_level_mpp: float = 8.0
     stain_sample_windows: int = 256
     stain_window_px: int = 64
+    rendition_sample_windows: int = 1024
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from scipy import ndimage as ndi
 from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.config import DetectConfig
 from leukoscreen.pipeline.nuclei import cell_boxes, group_boxes, hysteresis, split_wide_groups
-from leukoscreen.pipeline.renditions import confirm_locally, find_renditions
+from leukoscreen.pipeline.renditions import confirm_locally, search_renditions
 from leukoscreen.pipeline.stain import (
     StainEstimate,
     estimate_stain,
@@ -395,7 +395,9 @@ def estimate_slide_stain(
 
     The windows (:func:`stain_windows`) are read at level 0, the resolution detection runs at
     (a lower level would blur red cells into the plasma). With ``tint_block_px``, the share of
-    their plasma that is colour-cast is measured too (``StainEstimate.tinted_share``).
+    their plasma that is colour-cast is measured too (``StainEstimate.tinted_share``). With
+    ``cfg``, its renditions are sought (``search_renditions``), from
+    ``cfg.rendition_sample_windows`` windows where the first ones show more than one.
 
     Returns:
         The estimate over all sampled pixels (no foreground when ``tiles`` is empty).
@@ -409,10 +411,16 @@ def estimate_slide_stain(
         stain = replace(stain, tinted_share=tinted_share(images, stain, block_px=tint_block_px))
     if cfg is None or cfg.max_renditions < 2:
         return stain
-    return find_renditions(
+    found = search_renditions(
         images, stain, residual_scale=cfg.residual_scale, darkness_scale=cfg.darkness_scale,
         threshold=cfg.nucleus_threshold, max_renditions=cfg.max_renditions,
         tint_block_px=tint_block_px,
+    )  # fmt: skip
+    if not found.look_closer or cfg.rendition_sample_windows <= sample_windows:
+        return found.stain  # a slide of one rendition pays nothing more
+    return estimate_slide_stain(
+        slide, tiles, sample_windows=cfg.rendition_sample_windows, window_px=window_px,
+        tint_block_px=tint_block_px, cfg=replace(cfg, rendition_sample_windows=0),
     )  # fmt: skip
 
 

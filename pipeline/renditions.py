@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,6 +28,20 @@ from leukoscreen.pipeline.stain import (
 MISFIT_LIMIT = 0.15  # windows with more would-be nucleus pixels than this are not explained
 MIN_RENDITION_WINDOWS = 8  # fewest stain windows that make a rendition of their own
 EXCLUSIVE_SHARE = 0.5  # a new rendition must fail on this share of the windows others explain
+CLOSER_LOOK_WINDOWS = 2  # fewest unexplained stain windows that call for a denser sample
+
+
+class RenditionSearch(NamedTuple):
+    """What :func:`search_renditions` found: the estimate, how many stain windows the slide's
+    own estimate did not explain (none or a few on a slide of one rendition, where a window
+    holds several leukocytes), and whether a denser sample of windows could find a rendition
+    this one missed: where renditions were found (a small one may hold too few windows), or
+    where the unexplained windows' own estimate fails where the others' fits, as another
+    rendition's does, but they are too few (under ``min_windows``) to make one."""
+
+    stain: StainEstimate
+    unexplained: int
+    look_closer: bool
 
 
 def misfit(
@@ -44,7 +59,7 @@ def misfit(
     return float(np.count_nonzero(contrast > threshold)) / contrast.size
 
 
-def find_renditions(
+def search_renditions(
     images: Sequence[np.ndarray],
     stain: StainEstimate,
     *,
@@ -56,7 +71,7 @@ def find_renditions(
     min_windows: int = MIN_RENDITION_WINDOWS,
     exclusive_share: float = EXCLUSIVE_SHARE,
     tint_block_px: int = 0,
-) -> StainEstimate:
+) -> RenditionSearch:
     """Look for regions of other colour renditions among a slide's stain windows.
 
     A slide is one stain bath and one lamp, but a slide made of several (fields scanned or
@@ -80,19 +95,23 @@ def find_renditions(
         tint_block_px: with it, each rendition's ``tinted_share`` is measured on its windows.
 
     Returns:
-        ``stain`` itself when one estimate explains the slide, else ``stain`` with
-        ``renditions`` (the first made of the windows the slide's estimate explains best).
+        The estimate (``stain`` itself when one estimate explains the slide, else ``stain``
+        with ``renditions``, the first made of the windows the slide's estimate explains best)
+        how many windows the slide's estimate left unexplained, and whether to look again
+        with more windows (:class:`RenditionSearch`).
     """
     if max_renditions < 2 or not stain.has_foreground or len(images) < 2 * min_windows:
-        return stain
+        return RenditionSearch(stain, 0, False)
     options = {"residual_scale": residual_scale, "darkness_scale": darkness_scale,
                "threshold": threshold}  # fmt: skip
     candidates = [stain]
     fits = [[misfit(image, stain, **options) for image in images]]
+    unexplained_by_slide = int(np.count_nonzero(np.array(fits[0]) > misfit_limit))
+    too_few = False  # unexplained windows that look like another rendition, but too few
     while len(candidates) < max_renditions:
         explained = np.min(fits, axis=0) <= misfit_limit
         unexplained = np.flatnonzero(~explained)
-        if len(unexplained) < min_windows:
+        if len(unexplained) < CLOSER_LOOK_WINDOWS:
             break
         new = estimate_stain(np.concatenate([images[int(i)].reshape(-1, 3) for i in unexplained]))
         if not new.has_foreground:
@@ -103,13 +122,28 @@ def find_renditions(
         # permissive estimate (made of windows a leukocyte fills, say): it would hide nuclei.
         if explained.any() and np.mean(new_fits[explained] > misfit_limit) < exclusive_share:
             break
+        if len(unexplained) < min_windows:
+            too_few = True
+            break
         candidates.append(new)
         fits.append(list(new_fits))
     if len(candidates) == 1:
-        return stain
-    owner = np.argmin(fits, axis=0)  # ties: the earlier estimate, the slide's own first
+        return RenditionSearch(stain, unexplained_by_slide, too_few)
+    renditions = _own_estimates(images, np.argmin(fits, axis=0), len(candidates),
+                                min_windows=min_windows, tint_block_px=tint_block_px)  # fmt: skip
+    found = replace(stain, renditions=tuple(renditions)) if len(renditions) > 1 else stain
+    return RenditionSearch(found, unexplained_by_slide, too_few or found is not stain)
+
+
+def _own_estimates(
+    images: Sequence[np.ndarray], owner: np.ndarray, count: int, *, min_windows: int,
+    tint_block_px: int,
+) -> list[StainEstimate]:  # fmt: skip
+    """Each of ``count`` renditions estimated again from the windows it explains best
+    (``owner``, ties to the earlier one, the slide's own first); those with fewer than
+    ``min_windows`` windows or no foreground are dropped."""
     renditions = []
-    for k in range(len(candidates)):
+    for k in range(count):
         mine = [images[int(i)] for i in np.flatnonzero(owner == k)]
         if len(mine) < min_windows:
             continue
@@ -119,7 +153,14 @@ def find_renditions(
         if tint_block_px:
             own = replace(own, tinted_share=tinted_share(mine, own, block_px=tint_block_px))
         renditions.append(own)
-    return replace(stain, renditions=tuple(renditions)) if len(renditions) > 1 else stain
+    return renditions
+
+
+def find_renditions(
+    images: Sequence[np.ndarray], stain: StainEstimate, **options: Any
+) -> StainEstimate:
+    """The estimate of :func:`search_renditions` (same arguments), without the count."""
+    return search_renditions(images, stain, **options).stain
 
 
 def confirm_locally(

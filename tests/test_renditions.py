@@ -16,8 +16,19 @@ from skimage.draw import disk
 
 from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.config import DetectConfig
-from leukoscreen.pipeline.detect import detect_leukocytes, detect_slide, estimate_slide_stain
-from leukoscreen.pipeline.renditions import confirm_locally, find_renditions, misfit
+from leukoscreen.pipeline.detect import (
+    detect_leukocytes,
+    detect_slide,
+    estimate_slide_stain,
+    plan_tiles,
+    stain_windows,
+)
+from leukoscreen.pipeline.renditions import (
+    confirm_locally,
+    find_renditions,
+    misfit,
+    search_renditions,
+)
 from leukoscreen.pipeline.slide import Slide
 from leukoscreen.pipeline.stain import StainEstimate, angle_deg, estimate_stain
 
@@ -77,6 +88,7 @@ def test_a_slide_of_one_rendition_keeps_its_one_estimate():
     stain = estimate_stain(np.concatenate([w.reshape(-1, 3) for w in windows]))
     assert find_renditions(windows, stain, **OPTIONS) is stain
     assert stain.renditions == ()
+    assert search_renditions(windows, stain, **OPTIONS) == (stain, 0, False)
 
 
 def test_two_renditions_are_found_with_their_own_colours():
@@ -139,6 +151,32 @@ def test_the_tiled_slide_path_finds_the_renditions(tmp_path: Path):
     assert _matched(cells, _expected_centres(8))[0] == 16
 
 
+def test_a_small_rendition_is_found_by_a_closer_look(tmp_path: Path):
+    """One blue field of eight: 32 stain windows give it too few windows to be a rendition
+    (one estimate: 14 of the 16 nuclei and 4 invented cells), but more than one window the
+    slide's estimate does not explain, so the stain is estimated again from
+    ``rendition_sample_windows``: two renditions and exactly the 16 cells."""
+    path = tmp_path / "one_blue_field.svs"
+    write_svs(path, _slide([PINK] * 7 + [BLUE]), MPP)
+    cfg = DetectConfig(tile_size_px=256, halo_px=48, stain_sample_windows=32)
+    expected = _expected_centres(8)
+    with Slide.open(path) as slide:
+        first = replace(cfg, rendition_sample_windows=0)
+        cells, stain = detect_slide(slide, first)
+        assert stain.renditions == ()
+        assert (_matched(cells, expected)[0], len(cells)) == (14, 18)
+        windows = stain_windows(
+            plan_tiles(slide, tile_size_px=256, halo_px=48, foreground_level_mpp=8.0),
+            sample_windows=32, window_px=64,
+        )  # fmt: skip
+        images = [slide.read_region(*window) for window in windows]
+        search = search_renditions(images, stain, **OPTIONS)
+        assert search.stain is stain and 2 <= search.unexplained < 8 and search.look_closer
+        cells, stain = detect_slide(slide, replace(cfg, rendition_sample_windows=256))
+    assert len(stain.renditions) == 2
+    assert (_matched(cells, expected)[0], len(cells)) == (16, 16)
+
+
 def test_windows_a_leukocyte_fills_make_no_rendition():
     """Windows of 8 um (smaller than a nucleus) that a nucleus fills are not explained by the
     slide's estimate; the estimate made of them explains the red cells too (it is merely more
@@ -148,6 +186,8 @@ def test_windows_a_leukocyte_fills_make_no_rendition():
     stain = estimate_stain(np.concatenate([w.reshape(-1, 3) for w in windows]))
     assert sum(misfit(w, stain, **OPTIONS) > 0.15 for w in windows) >= 8
     assert find_renditions(windows, stain, **OPTIONS) is stain
+    # enough windows to be tried as a rendition, and refused: no second, denser look either
+    assert not search_renditions(windows, stain, **OPTIONS).look_closer
     assert len(find_renditions(windows, stain, exclusive_share=0.0, **OPTIONS).renditions) == 2
 
 

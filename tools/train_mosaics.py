@@ -41,15 +41,15 @@ def main() -> None:
     parser.add_argument("--shifts", action="store_true", help="also under each colour shift")
     parser.add_argument(
         "--misfit-limit", type=float, default=renditions.MISFIT_LIMIT,
-        help="probe: renditions.find_renditions' misfit_limit for this run",
+        help="probe: renditions.search_renditions' misfit_limit for this run",
     )  # fmt: skip
     parser.add_argument(
         "--exclusive-share", type=float, default=renditions.EXCLUSIVE_SHARE,
-        help="probe: renditions.find_renditions' exclusive_share for this run",
+        help="probe: renditions.search_renditions' exclusive_share for this run",
     )  # fmt: skip
     args = parser.parse_args()
-    detect.find_renditions = functools.partial(  # type: ignore[assignment]
-        renditions.find_renditions,
+    detect.search_renditions = functools.partial(  # type: ignore[assignment]
+        renditions.search_renditions,
         misfit_limit=args.misfit_limit,
         exclusive_share=args.exclusive_share,
     )
