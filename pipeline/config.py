@@ -78,10 +78,11 @@ class DetectConfig:
         stain_window_px: side of each of those windows, level-0 px (at least).
         stain_window_um: ... and at least this many microns (a window must hold red cells and
             plasma around any leukocyte in it to tell one rendition from another).
-        rendition_sample_windows: where those windows show several renditions (or some that
-            the slide's estimate does not explain), the stain is estimated again from this
-            many, so that a rendition covering a small part of the slide still fills the
-            windows it needs; not more than ``stain_sample_windows`` turns this off.
+        rendition_sample_windows: where those windows show several renditions (or a few
+            unexplained ones that look like another rendition, too few to make one), the stain
+            is estimated again from this many, so that a rendition covering a small part of
+            the slide still fills the windows it needs; not more than
+            ``stain_sample_windows`` turns this off.
     """
 
     tile_size_px: int = 2048
