@@ -68,7 +68,7 @@ class DetectConfig:
             before detection, microns; 0 trusts the slide's one background everywhere.
         max_renditions: most colour renditions (regions stained or lit apart, each with its own
             background and red-cell colour) one slide may be split into; 1 keeps one stain
-            estimate per slide (``leukoscreen.pipeline.renditions.find_renditions``).
+            estimate per slide (``leukoscreen.pipeline.renditions.search_renditions``).
         verify_window_um: on a slide of several renditions, a cell found under one of them is
             kept only where a detection with the stain of the square of this side around it,
             alone, finds it too (``leukoscreen.pipeline.renditions.confirm_locally``), microns.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -154,13 +154,6 @@ def _own_estimates(
             own = replace(own, tinted_share=tinted_share(mine, own, block_px=tint_block_px))
         renditions.append(own)
     return renditions
-
-
-def find_renditions(
-    images: Sequence[np.ndarray], stain: StainEstimate, **options: Any
-) -> StainEstimate:
-    """The estimate of :func:`search_renditions` (same arguments), without the count."""
-    return search_renditions(images, stain, **options).stain
 
 
 def confirm_locally(

@@ -64,7 +64,7 @@ from leukoscreen.pipeline.store import FORMAT_VERSION, StoredCells, open_cells
 WEBP_QUALITY = 90  # lossy WebP quality of the SR, bicubic and thumbnail images
 THUMBNAIL_MAX_PX = 1024  # longer side of the slide thumbnail
 PAGE_SUFFIX = ".review.html"
-ENCODE_CHUNK = 64  # cells whose bicubic is made at once by encode_cells
+ENCODE_CHUNK = 64  # cells whose bicubic bicubic_baseline makes at once
 HTML_SUFFIXES = (".html", ".htm")  # --out with one of these is the page itself
 INDEX_NAME = "index.html"
 
@@ -84,6 +84,11 @@ def bicubic_baseline(lr: NDArray[np.uint8], *, scale: int, margin_px: int) -> ND
         (N, (h - 2 * margin_px) * scale, (w - 2 * margin_px) * scale, 3) uint8 RGB.
     """
     n, h, w, _ = lr.shape
+    if n > ENCODE_CHUNK:  # float64 planes: a 2,000-cell call took about 20 GB at once
+        return np.concatenate([
+            bicubic_baseline(lr[i : i + ENCODE_CHUNK], scale=scale, margin_px=margin_px)
+            for i in range(0, n, ENCODE_CHUNK)
+        ])  # fmt: skip
     core = lr[:, margin_px : h - margin_px, margin_px : w - margin_px].astype(np.float64)
     ch, cw = core.shape[1:3]
     stacked = core.transpose(1, 2, 0, 3).reshape(ch, cw, n * 3)  # resize all planes at once
@@ -123,15 +128,7 @@ def encode_cells(
     Raises:
         ValueError: the bicubic of the LR core is not the size of the SR image.
     """
-    # The bicubic is made in float64 planes: a few dozen cells at a time keeps that small for
-    # callers that pass thousands (a 2,000-cell batch took about 20 GB at once).
-    bicubic = np.concatenate(
-        [
-            bicubic_baseline(lr[i : i + ENCODE_CHUNK], scale=scale, margin_px=margin_px)
-            for i in range(0, len(lr), ENCODE_CHUNK)
-        ]
-        or [bicubic_baseline(lr, scale=scale, margin_px=margin_px)]
-    )
+    bicubic = bicubic_baseline(lr, scale=scale, margin_px=margin_px)
     if bicubic.shape != sr.shape:
         raise ValueError(
             f"bicubic of the LR core is {bicubic.shape}, the SR cells are {sr.shape}: the LR "

@@ -63,7 +63,7 @@ class StainEstimate:
             :data:`MAX_TINTED_SHARE` the slide has no one background (a mosaic of several
             colour renditions) and :func:`flatten_tint` leaves it alone.
         renditions: on a slide with regions of another colour rendition
-            (:func:`leukoscreen.pipeline.renditions.find_renditions`), one estimate per
+            (:func:`leukoscreen.pipeline.renditions.search_renditions`), one estimate per
             rendition, each made from the stain windows it explains best; cells are then found
             under each and confirmed with the stain of their own neighbourhood
             (:func:`leukoscreen.pipeline.renditions.confirm_locally`). Empty otherwise.

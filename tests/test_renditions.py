@@ -25,7 +25,6 @@ from leukoscreen.pipeline.detect import (
 )
 from leukoscreen.pipeline.renditions import (
     confirm_locally,
-    find_renditions,
     misfit,
     search_renditions,
 )
@@ -86,7 +85,7 @@ def test_a_slide_of_one_rendition_keeps_its_one_estimate():
     rgb = _slide([PINK] * 8)
     windows = _windows(rgb)
     stain = estimate_stain(np.concatenate([w.reshape(-1, 3) for w in windows]))
-    assert find_renditions(windows, stain, **OPTIONS) is stain
+    assert search_renditions(windows, stain, **OPTIONS).stain is stain
     assert stain.renditions == ()
     assert search_renditions(windows, stain, **OPTIONS) == (stain, 0, False)
 
@@ -98,7 +97,7 @@ def test_two_renditions_are_found_with_their_own_colours():
     # The one estimate explains neither half: a share of the windows would be mostly "nucleus".
     shares = np.array([misfit(w, stain, **OPTIONS) for w in windows])
     assert (shares > 0.15).mean() > 0.2
-    found = find_renditions(windows, stain, **OPTIONS)
+    found = search_renditions(windows, stain, **OPTIONS).stain
     assert len(found.renditions) == 2
     by_blue = sorted(found.renditions, key=lambda r: r.background_rgb[2] - r.background_rgb[0])
     for estimate, truth in zip(by_blue, (PINK, BLUE), strict=True):
@@ -127,7 +126,8 @@ def test_each_pixel_is_judged_by_its_own_rendition():
     expected = _expected_centres(8)
     hits, extra = _matched(detect_leukocytes(rgb, mpp=MPP, stain=stain), expected)
     assert (hits, len(extra)) == (11, 4)
-    found = detect_leukocytes(rgb, mpp=MPP, stain=find_renditions(windows, stain, **OPTIONS))
+    split = search_renditions(windows, stain, **OPTIONS).stain
+    found = detect_leukocytes(rgb, mpp=MPP, stain=split)
     assert len(found) == 16
     assert _matched(found, expected)[0] == 16
 
@@ -185,10 +185,11 @@ def test_windows_a_leukocyte_fills_make_no_rendition():
     windows = _windows(_slide([PINK] * 8), side=16)
     stain = estimate_stain(np.concatenate([w.reshape(-1, 3) for w in windows]))
     assert sum(misfit(w, stain, **OPTIONS) > 0.15 for w in windows) >= 8
-    assert find_renditions(windows, stain, **OPTIONS) is stain
+    assert search_renditions(windows, stain, **OPTIONS).stain is stain
     # enough windows to be tried as a rendition, and refused: no second, denser look either
     assert not search_renditions(windows, stain, **OPTIONS).look_closer
-    assert len(find_renditions(windows, stain, exclusive_share=0.0, **OPTIONS).renditions) == 2
+    permissive = search_renditions(windows, stain, exclusive_share=0.0, **OPTIONS).stain
+    assert len(permissive.renditions) == 2
 
 
 def test_confirm_locally_keeps_the_local_cell_once_and_drops_the_unconfirmed():
