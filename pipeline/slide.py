@@ -50,6 +50,23 @@ class _Backend(Protocol):
     def close(self) -> None: ...
 
 
+def _over_white(values: np.ndarray) -> np.ndarray:
+    """uint8 (h, w, c + alpha) composited over white: (h, w, c) uint8.
+
+    Only rows holding a pixel that is not opaque are composited: a slide's tissue is opaque, so
+    most windows are copied as they are (OpenSlide returns RGBA for every read).
+    """
+    colour = values[:, :, :-1]
+    partial = np.flatnonzero((values[:, :, -1] < 255).any(axis=1))
+    if partial.size == 0:
+        return colour
+    out = np.array(colour)
+    alpha = values[partial, :, -1:].astype(np.float32) / 255.0
+    blended = colour[partial].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5
+    out[partial] = blended.astype(np.uint8)
+    return out
+
+
 def _to_rgb_uint8(pixels: np.ndarray) -> np.ndarray:
     """Convert (h, w), (h, w, 1..4) pixels of any integer or float type to (h, w, 3) uint8 RGB.
 
@@ -67,9 +84,7 @@ def _to_rgb_uint8(pixels: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected 8- or 16-bit or float pixels, found {pixels.dtype}")
     channels = values.shape[2]
     if channels in (2, 4):  # grey + alpha or RGB + alpha
-        alpha = values[:, :, -1:].astype(np.float32) / 255.0
-        colour = values[:, :, :-1].astype(np.float32)
-        values = (colour * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        values = _over_white(values)
         channels -= 1
     if channels == 1:
         values = np.repeat(values, 3, axis=2)

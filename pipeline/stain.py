@@ -334,8 +334,7 @@ def nucleus_contrast(
     unit = np.float32(1.0 / stain.red_cell_density)
     along_lut = od_lut * (np.asarray(stain.red_cell_od, np.float32) * unit)  # in red-cell units
     square_lut = od_lut * od_lut * (unit * unit)
-    along = _look_up(along_lut, rgb)  # (H, W)
-    square = _look_up(square_lut, rgb)
+    along, square = _look_up(along_lut, square_lut, rgb=rgb)  # (H, W) each
     square -= along * along  # the off-hue part, squared
     np.maximum(square, 0.0, out=square)
     square *= np.float32(1.0 / residual_scale**2)
@@ -346,18 +345,23 @@ def nucleus_contrast(
     return np.sqrt(square, out=square)
 
 
-def _look_up(lut: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """``sum_c lut[rgb[..., c], c]``: (256, 3) float32 tables, (H, W, 3) uint8 -> (H, W).
+def _look_up(*luts: np.ndarray, rgb: np.ndarray) -> list[np.ndarray]:
+    """``sum_c lut[rgb[..., c], c]`` per table: (256, 3) float32 tables, (H, W, 3) uint8 -> (H, W).
 
     Red and green go through one 65,536-entry table (256 KiB, cache-resident) indexed by
-    ``256 r + g``: two gathers per pixel instead of three.
+    ``256 r + g``: two gathers per pixel instead of three. The index is built once for all the
+    tables.
     """
-    red_green = (lut[:, 0][:, None] + lut[:, 1][None, :]).ravel()  # (65536,)
     index = rgb[..., 0].astype(np.uint16) << 8
     index |= rgb[..., 1]
-    total = red_green[index]
-    total += np.ascontiguousarray(lut[:, 2])[rgb[..., 2]]
-    return total
+    blue = rgb[..., 2]
+    totals = []
+    for lut in luts:
+        red_green = (lut[:, 0][:, None] + lut[:, 1][None, :]).ravel()  # (65536,)
+        total = red_green[index]
+        total += np.ascontiguousarray(lut[:, 2])[blue]
+        totals.append(total)
+    return totals
 
 
 def angle_deg(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:

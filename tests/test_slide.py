@@ -167,6 +167,26 @@ def test_rgba_png_is_composited_over_white(tmp_path):
     )
 
 
+def test_alpha_compositing_touches_only_rows_that_are_not_opaque(tmp_path):
+    # RGBA: rows 0 and 2 opaque (copied as they are), row 1 half transparent; grey + alpha too.
+    rgba = np.zeros((3, 2, 4), np.uint8)
+    rgba[..., :3] = [[[10, 20, 30]], [[100, 50, 0]], [[200, 201, 202]]]
+    rgba[..., 3] = [[255, 255], [128, 255], [255, 255]]
+    path = tmp_path / "rows.png"
+    iio.imwrite(path, rgba)
+    pixels = Slide.open(path, mpp=1.0).read_region(0, 0, 3, 2)
+    np.testing.assert_array_equal(
+        pixels,
+        [[[10, 20, 30]] * 2, [[177, 152, 127], [100, 50, 0]], [[200, 201, 202]] * 2],
+    )
+    grey = np.array([[[40, 255], [40, 0]]], np.uint8)  # (1, 2, grey + alpha)
+    path = tmp_path / "grey.png"
+    iio.imwrite(path, grey)
+    np.testing.assert_array_equal(
+        Slide.open(path, mpp=1.0).read_region(0, 0, 1, 2), [[[40] * 3, [255] * 3]]
+    )
+
+
 def test_pickle_round_trip_in_another_process(svs_slide):
     slide = Slide.open(svs_slide.path, mpp=0.5)
     clone = pickle.loads(pickle.dumps(slide))
