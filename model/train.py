@@ -159,25 +159,23 @@ def evaluate(
                     parsing_scores(reference[:rows, :cols], predicted[:rows, :cols])["miou"]
                 )
     model.train()
-    result = {"psnr": float(np.mean(psnrs))}
-    if mious:
-        result["miou"] = float(np.mean(mious))
-    return result
+    return {"psnr": float(np.mean(psnrs)), **({"miou": float(np.mean(mious))} if mious else {})}
 
 
 PARSING_PRIOR = ("parsing_prior", "parsing_condition")  # GP-SFT(parsing_prior=True)
 
 PRIOR_MODULES = ("prior", "condition", "parsing_head", "refiner", "hr_parser", *PARSING_PRIOR)
-"""Sub-modules that make the parsing map (GP: the U-Net; GP-SFT: U-Net, condition, head,
-refiner, HR parser, the parsing map's own prior)."""
+"""Sub-modules that make the parsing map (GP: the U-Net; GP-SFT: also condition, heads, prior)."""
 
 PARSING_MODULES = ("parsing_head", "refiner", "hr_parser", *PARSING_PRIOR)
 """Sub-modules that make only the parsing map and never feed the SR image (GP-SFT)."""
 
 
 def freeze_prior(model: nn.Module) -> None:
-    """Stop training the modules of :data:`PRIOR_MODULES` that ``model`` has."""
-    for name in PRIOR_MODULES:
+    """Stop training the modules that make ``model``'s parsing map: :data:`PRIOR_MODULES`, or with
+    a parsing prior of its own only :data:`PARSING_MODULES` (the SR prior then feeds SR alone)."""
+    own_prior = getattr(model, "parsing_prior", None) is not None
+    for name in PARSING_MODULES if own_prior else PRIOR_MODULES:
         module = getattr(model, name, None)
         if isinstance(module, nn.Module):
             module.requires_grad_(False)
@@ -243,7 +241,7 @@ def training_sets(
 
 
 def _build_model(cfg: TrainConfig, arch_kwargs: dict[str, Any], no_masks: bool) -> nn.Module:
-    """A fresh network, or the ``--init`` weights (prior frozen when there are no masks).
+    """A fresh network, or the ``--init`` weights (parsing part frozen without masks).
 
     Raises:
         UsageError: ``--init`` weights of another arch or design.

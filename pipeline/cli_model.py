@@ -19,7 +19,7 @@ from leukoscreen.pipeline.cli_options import ConfigOption
 from leukoscreen.pipeline.config import load_config, override_flags
 
 DEFAULT_TRAIN_DATA = Path("../shared/data/segmentation_WBC")
-FINE_TUNE = {"epochs": 20, "lr": 5e-5}
+FINE_TUNE = {"epochs": 100, "lr": 1e-4}
 """``leukoscreen train --init`` defaults (``docs/model-card.md``, fine-tuning)."""
 
 TrainArch = Annotated[

@@ -456,6 +456,33 @@ def test_fine_tuning_without_masks_keeps_the_parsing_part_and_moves_the_rest(
         _train_sft(SFT_CFG, lab, tmp_path / "scratch")
 
 
+def test_fine_tuning_without_masks_adapts_the_sr_prior_when_the_parsing_map_has_its_own(
+    tmp_path: Path, cells: Path, write_cells: CellWriter
+) -> None:
+    # GP-SFT with parsing_prior=True (the shipped design): the SR path's prior and condition
+    # layer feed the SR image alone, so a mask-less fine-tuning moves them and the parsing map
+    # stays exactly as it was.
+    own = {**TINY_SFT, "parsing_prior": True}
+    start = train(
+        SFT_CFG, data=cells, run_dir=tmp_path / "start", arch_kwargs=own, device="cpu",
+        progress=False,
+    ).best_weights  # fmt: skip
+    lab = write_cells(tmp_path / "lab", masks=False)
+    cfg = replace(SFT_CFG, init=str(start), lr=1e-2, lr_halve_every_epochs=0)
+    tuned = train(
+        cfg, data=lab, run_dir=tmp_path / "tuned", arch_kwargs=own, device="cpu", progress=False
+    ).best_weights  # fmt: skip
+    before, after = load_weights(start).model.eval(), load_weights(tuned).model.eval()
+    a, b = before.state_dict(), after.state_dict()
+    moved = {k.split(".")[0] for k in a if not torch.equal(a[k], b[k])}
+    assert {"prior", "condition", "extract"} <= moved
+    assert not moved & {"parsing_prior", "parsing_condition", "parsing_head", "refiner"}
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        (sr_a, logits_a), (sr_b, logits_b) = before(x), after(x)
+    assert torch.equal(logits_a, logits_b) and not torch.equal(sr_a, sr_b)
+
+
 def test_fine_tuning_resumes_bit_identically(
     tmp_path: Path, sft_start: Path, write_cells: CellWriter
 ) -> None:
