@@ -83,6 +83,10 @@ class DetectConfig:
             is estimated again from this many, so that a rendition covering a small part of
             the slide still fills the windows it needs; not more than
             ``stain_sample_windows`` turns this off.
+        working_mpp: detection works on the scan's pixels averaged in the largest whole
+            blocks that keep a working pixel at or under this size, microns (0.52 um/px: 2 x 2;
+            0.25: 4 x 4; 0.7: none); 0 keeps the scan's own pixels
+            (``leukoscreen.pipeline.binning``).
     """
 
     tile_size_px: int = 2048
@@ -105,6 +109,11 @@ class DetectConfig:
     stain_sample_windows: int = 256
     stain_window_px: int = 64
     rendition_sample_windows: int = 1024
+    working_mpp: float = 1.05
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.working_mpp < float("inf"):  # NaN fails too
+            raise ValueError(f"working_mpp: expected a number >= 0, found {self.working_mpp}")
 
 
 @dataclass(frozen=True)

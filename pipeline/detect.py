@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from leukoscreen.pipeline.binning import bin_blocks, block_factor, cells_in_full_pixels
 from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.config import DetectConfig
 from leukoscreen.pipeline.nuclei import cell_boxes, group_boxes, hysteresis, split_wide_groups
@@ -76,6 +77,7 @@ def detect_leukocytes(
     max_span_um: float = 16.0,
     tint_block_um: float = 20.0,
     verify_window_um: float = 60.0,
+    working_mpp: float = 0.0,
     origin: tuple[int, int] = (0, 0),
 ) -> CellTable:
     """Find leukocytes by their stained nuclei.
@@ -106,6 +108,9 @@ def detect_leukocytes(
             cells found under each rendition are kept only where a detection with the stain of
             the square of this side around them, alone, finds them too
             (:func:`~leukoscreen.pipeline.renditions.confirm_locally`), microns.
+        working_mpp: detect on the pixels averaged in the largest blocks that keep a working
+            pixel at or under this size, microns (:mod:`~leukoscreen.pipeline.binning`); 0
+            keeps the scan's own pixels.
         origin: slide position (row, col) of ``rgb``'s first pixel (a tile's window), so that
             the tint correction samples the slide's grid, as on the whole slide.
 
@@ -125,6 +130,15 @@ def detect_leukocytes(
         "darkness_scale": darkness_scale, "smoothing_um": smoothing_um,
         "cell_margin_um": cell_margin_um, "max_span_um": max_span_um,
     }  # fmt: skip
+    factor = block_factor(mpp, working_mpp)
+    if factor > 1:
+        small, first = bin_blocks(rgb, factor, origin)
+        cells = detect_leukocytes(
+            small, mpp=mpp * factor, stain=stain, tint_block_um=tint_block_um,
+            verify_window_um=verify_window_um, **options,
+            origin=((origin[0] + first[0]) // factor, (origin[1] + first[1]) // factor),
+        )  # fmt: skip
+        return cells_in_full_pixels(cells, factor, first, (rgb.shape[0], rgb.shape[1]))
     tint_block_px = round(tint_block_um / mpp) if tint_block_um > 0 else 0
     if stain is None:
         stain = estimate_stain(rgb)
@@ -238,20 +252,10 @@ def _check_options(
 def detect_options(cfg: DetectConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`detect_leukocytes` held by ``cfg`` (all but ``mpp`` and
     ``stain``)."""
-    return {
-        "min_area_um2": cfg.min_area_um2,
-        "max_area_um2": cfg.max_area_um2,
-        "merge_distance_um": cfg.merge_distance_um,
-        "max_span_um": cfg.max_span_um,
-        "nucleus_threshold": cfg.nucleus_threshold,
-        "seed_threshold": cfg.seed_threshold,
-        "residual_scale": cfg.residual_scale,
-        "darkness_scale": cfg.darkness_scale,
-        "smoothing_um": cfg.smoothing_um,
-        "cell_margin_um": cfg.cell_margin_um,
-        "tint_block_um": cfg.tint_block_um,
-        "verify_window_um": cfg.verify_window_um,
-    }
+    names = ("min_area_um2", "max_area_um2", "merge_distance_um", "max_span_um", "working_mpp",
+             "nucleus_threshold", "seed_threshold", "residual_scale", "darkness_scale",
+             "smoothing_um", "cell_margin_um", "tint_block_um", "verify_window_um")  # fmt: skip
+    return {name: getattr(cfg, name) for name in names}
 
 
 # ----------------------------------------------------------------------------- tiling
@@ -334,12 +338,8 @@ def plan_tiles(
     for row0 in range(0, height, tile_size_px):
         for col0 in range(0, width, tile_size_px):
             core = (row0, col0, min(row0 + tile_size_px, height), min(col0 + tile_size_px, width))
-            halo = (
-                max(core[0] - halo_px, 0),
-                max(core[1] - halo_px, 0),
-                min(core[2] + halo_px, height),
-                min(core[3] + halo_px, width),
-            )
+            halo = (max(core[0] - halo_px, 0), max(core[1] - halo_px, 0),
+                    min(core[2] + halo_px, height), min(core[3] + halo_px, width))  # fmt: skip
             # Mask pixels touching the halo, one mask pixel of slack for rounding.
             r0, c0 = max(int(halo[0] // mask_ds) - 1, 0), max(int(halo[1] // mask_ds) - 1, 0)
             r1, c1 = int(-(-halo[2] // mask_ds)) + 1, int(-(-halo[3] // mask_ds)) + 1
@@ -393,10 +393,10 @@ def estimate_slide_stain(
 ) -> StainEstimate:
     """Estimate the slide's stain from windows spread over its planned (non-glass) tiles.
 
-    The windows (:func:`stain_windows`) are read at level 0, the resolution detection runs at
-    (a lower level would blur red cells into the plasma). With ``tint_block_px``, the share of
-    their plasma that is colour-cast is measured too (``StainEstimate.tinted_share``). With
-    ``cfg``, its renditions are sought (``search_renditions``), from
+    The windows (:func:`stain_windows`) are read at level 0 (a lower level would blur red cells
+    into the plasma) and, with ``cfg``, averaged in the blocks detection works on. With
+    ``tint_block_px``, the share of their plasma that is colour-cast is measured too
+    (``StainEstimate.tinted_share``). With ``cfg``, its renditions are sought, from
     ``cfg.rendition_sample_windows`` windows where the first ones show more than one.
 
     Returns:
@@ -405,7 +405,10 @@ def estimate_slide_stain(
     windows = stain_windows(tiles, sample_windows=sample_windows, window_px=window_px)
     if not windows:
         return estimate_stain(np.zeros((0, 3), np.uint8))
-    images = [slide.read_region(*window) for window in windows]
+    factor = block_factor(slide.mpp, cfg.working_mpp) if cfg is not None else 1
+    # The pixels detection sees: block means on the slide's grid (factor 1: the windows).
+    images = [bin_blocks(slide.read_region(*w), factor, (w[0], w[1]))[0] for w in windows]
+    tint_block_px = round(tint_block_px / factor)
     stain = estimate_stain(np.concatenate([image.reshape(-1, 3) for image in images]))
     if tint_block_px:
         stain = replace(stain, tinted_share=tinted_share(images, stain, block_px=tint_block_px))
@@ -458,20 +461,14 @@ def _gather(tables: Sequence[CellTable]) -> CellTable:
 
 def plan_detection(slide: Slide, cfg: DetectConfig) -> tuple[list[Tile], StainEstimate]:
     """The tile plan and the slide's stain estimate: what every detection task needs."""
-    tiles = plan_tiles(
-        slide,
-        tile_size_px=cfg.tile_size_px,
-        halo_px=cfg.halo_px,
-        foreground_level_mpp=cfg.foreground_level_mpp,
-    )
+    tiles = plan_tiles(slide, tile_size_px=cfg.tile_size_px, halo_px=cfg.halo_px,
+                       foreground_level_mpp=cfg.foreground_level_mpp)  # fmt: skip
     stain = estimate_slide_stain(
-        slide,
-        tiles,
-        sample_windows=cfg.stain_sample_windows,
+        slide, tiles, sample_windows=cfg.stain_sample_windows,
         window_px=max(cfg.stain_window_px, round(cfg.stain_window_um / slide.mpp)),
         tint_block_px=round(cfg.tint_block_um / slide.mpp) if cfg.tint_block_um > 0 else 0,
         cfg=cfg,
-    )
+    )  # fmt: skip
     return tiles, stain
 
 

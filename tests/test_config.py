@@ -239,6 +239,16 @@ def test_int_is_accepted_where_float_is_expected(tmp_path: Path) -> None:
             id="hr-size-not-a-multiple",
         ),
         pytest.param(
+            "[detect]\nworking_mpp = -1.0\n",
+            "key 'detect.working_mpp': expected a number >= 0, found -1.0",
+            id="working-mpp-negative",
+        ),
+        pytest.param(
+            "[detect]\nworking_mpp = nan\n",
+            "key 'detect.working_mpp': expected a number >= 0, found nan",
+            id="working-mpp-nan",
+        ),
+        pytest.param(
             "[train]\nepochs = 0\n",
             "key 'train.epochs': expected >= 1, found 0",
             id="epochs-zero",

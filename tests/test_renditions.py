@@ -155,10 +155,11 @@ def test_a_small_rendition_is_found_by_a_closer_look(tmp_path: Path):
     """One blue field of eight: 32 stain windows give it too few windows to be a rendition
     (one estimate: 14 of the 16 nuclei and 4 invented cells), but more than one window the
     slide's estimate does not explain, so the stain is estimated again from
-    ``rendition_sample_windows``: two renditions and exactly the 16 cells."""
+    ``rendition_sample_windows``: two renditions and exactly the 16 cells (on the scan's own
+    pixels, and on the 2 x 2 block means detection uses by default at this pixel size)."""
     path = tmp_path / "one_blue_field.svs"
     write_svs(path, _slide([PINK] * 7 + [BLUE]), MPP)
-    cfg = DetectConfig(tile_size_px=256, halo_px=48, stain_sample_windows=32)
+    cfg = DetectConfig(tile_size_px=256, halo_px=48, stain_sample_windows=32, working_mpp=0.0)
     expected = _expected_centres(8)
     with Slide.open(path) as slide:
         first = replace(cfg, rendition_sample_windows=0)
@@ -172,9 +173,11 @@ def test_a_small_rendition_is_found_by_a_closer_look(tmp_path: Path):
         images = [slide.read_region(*window) for window in windows]
         search = search_renditions(images, stain, **OPTIONS)
         assert search.stain is stain and 2 <= search.unexplained < 8 and search.look_closer
-        cells, stain = detect_slide(slide, replace(cfg, rendition_sample_windows=256))
-    assert len(stain.renditions) == 2
-    assert (_matched(cells, expected)[0], len(cells)) == (16, 16)
+        for working_mpp in (0.0, DetectConfig.working_mpp):
+            closer = replace(cfg, rendition_sample_windows=256, working_mpp=working_mpp)
+            cells, stain = detect_slide(slide, closer)
+            assert len(stain.renditions) == 2
+            assert (_matched(cells, expected)[0], len(cells)) == (16, 16)
 
 
 def test_windows_a_leukocyte_fills_make_no_rendition():
