@@ -17,18 +17,21 @@ import numpy as np
 
 from leukoscreen.pipeline.cell_table import CellTable
 
+MAX_FACTOR = 16  # block sums of 16 x 16 uint8 pixels fit uint16
+
 
 def block_factor(mpp: float, working_mpp: float) -> int:
     """Side of the pixel blocks (1: the scan's own pixels) for a scan at ``mpp`` um/px.
 
-    The largest integer ``f`` with ``f * mpp <= working_mpp`` (at least 1); ``working_mpp`` 0
+    The largest integer ``f`` with ``f * mpp <= working_mpp``, at least 1 and at most
+    :data:`MAX_FACTOR` (a finer scan is detected on a finer working pixel); ``working_mpp`` 0
     keeps the scan's pixels.
     """
     if not (math.isfinite(working_mpp) and working_mpp >= 0 and mpp > 0):
         raise ValueError(f"need mpp > 0 and a working_mpp >= 0, got {mpp}, {working_mpp}")
     if working_mpp == 0:
         return 1
-    return max(math.floor(working_mpp / mpp + 1e-9), 1)
+    return min(max(math.floor(working_mpp / mpp + 1e-9), 1), MAX_FACTOR)
 
 
 def bin_blocks(
@@ -46,8 +49,8 @@ def bin_blocks(
         (H', W', 3) uint8 block means (rounded) and the (row, col) in ``rgb`` of the first
         block's first pixel.
     """
-    if not 1 <= factor <= 16:
-        raise ValueError(f"factor must be 1 to 16, got {factor}")
+    if not 1 <= factor <= MAX_FACTOR:
+        raise ValueError(f"factor must be 1 to {MAX_FACTOR}, got {factor}")
     if factor == 1:
         return rgb, (0, 0)
     first = ((-origin[0]) % factor, (-origin[1]) % factor)

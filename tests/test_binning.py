@@ -19,7 +19,7 @@ PURPLE = (92, 44, 134)
 @pytest.mark.parametrize(
     ("mpp", "working_mpp", "factor"),
     [(0.52, 1.05, 2), (0.25, 1.05, 4), (0.35, 1.05, 3), (0.7, 1.05, 1), (1.03, 1.05, 1),
-     (0.2625, 1.05, 4), (0.25, 0.0, 1), (2.0, 1.05, 1)],
+     (0.2625, 1.05, 4), (0.25, 0.0, 1), (2.0, 1.05, 1), (0.0646, 1.05, 16), (0.03, 1.05, 16)],
 )  # fmt: skip
 def test_block_factor_keeps_the_working_pixel_at_or_under_the_limit(mpp, working_mpp, factor):
     assert block_factor(mpp, working_mpp) == factor

@@ -32,14 +32,17 @@ from leukoscreen.model.evaluate import predict
 from leukoscreen.model.fields import read_fields, source_mpp
 from leukoscreen.model.metrics import PROXY_KEYS, parsing_proxies, stain_nucleus_mask
 from leukoscreen.model.train import read_sources, split_samples
-from leukoscreen.pipeline.detect import detect_leukocytes
+from leukoscreen.pipeline.config import DetectConfig
+from leukoscreen.pipeline.detect import detect_leukocytes, detect_options
 
 FOLDER_SOURCES = {"BCCD": "bccd", "DeepBioNet": "deepbionet", "draaslan": "draaslan"}
 
 
 def detected_centres(rgb: np.ndarray, mpp: float, scale: int) -> np.ndarray:
-    """(N, 2) HR (row, col) centres of the cells found in a field shrunk by ``scale``."""
-    cells = detect_leukocytes(shrink_field(rgb, scale), mpp=mpp * scale)
+    """(N, 2) HR (row, col) centres of the cells found in a field shrunk by ``scale`` (the
+    pipeline's detection settings)."""
+    low = shrink_field(rgb, scale)
+    cells = detect_leukocytes(low, mpp=mpp * scale, **detect_options(DetectConfig()))
     return (np.stack([cells.row, cells.col], axis=1) + 0.5) * scale - 0.5
 
 
