@@ -75,7 +75,8 @@ class DetectConfig:
         foreground_level_mpp: pixel size of the low pyramid level used to skip empty glass.
         stain_sample_windows: windows read, spread evenly over the planned tiles, to estimate
             the slide's stain (one per tile on big slides, a grid per tile on small ones).
-        stain_window_px: side of each of those windows, level-0 px (at least).
+        stain_window_px: side of each of those windows (at least), in the pixels detection
+            works on (``working_mpp``): level-0 px times the block side.
         stain_window_um: ... and at least this many microns (a window must hold red cells and
             plasma around any leukocyte in it to tell one rendition from another).
         rendition_sample_windows: where those windows show several renditions (or a few

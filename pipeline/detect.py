@@ -463,9 +463,10 @@ def plan_detection(slide: Slide, cfg: DetectConfig) -> tuple[list[Tile], StainEs
     """The tile plan and the slide's stain estimate: what every detection task needs."""
     tiles = plan_tiles(slide, tile_size_px=cfg.tile_size_px, halo_px=cfg.halo_px,
                        foreground_level_mpp=cfg.foreground_level_mpp)  # fmt: skip
+    factor = block_factor(slide.mpp, cfg.working_mpp)  # windows keep their working pixels
     stain = estimate_slide_stain(
         slide, tiles, sample_windows=cfg.stain_sample_windows,
-        window_px=max(cfg.stain_window_px, round(cfg.stain_window_um / slide.mpp)),
+        window_px=max(cfg.stain_window_px * factor, round(cfg.stain_window_um / slide.mpp)),
         tint_block_px=round(cfg.tint_block_um / slide.mpp) if cfg.tint_block_um > 0 else 0,
         cfg=cfg,
     )  # fmt: skip
