@@ -408,16 +408,16 @@ def estimate_slide_stain(
     factor = block_factor(slide.mpp, cfg.working_mpp) if cfg is not None else 1
     # The pixels detection sees: block means on the slide's grid (factor 1: the windows).
     images = [bin_blocks(slide.read_region(*w), factor, (w[0], w[1]))[0] for w in windows]
-    tint_block_px = round(tint_block_px / factor)
+    block_px = round(tint_block_px / factor)  # the tint block in those pixels
     stain = estimate_stain(np.concatenate([image.reshape(-1, 3) for image in images]))
-    if tint_block_px:
-        stain = replace(stain, tinted_share=tinted_share(images, stain, block_px=tint_block_px))
+    if block_px:
+        stain = replace(stain, tinted_share=tinted_share(images, stain, block_px=block_px))
     if cfg is None or cfg.max_renditions < 2:
         return stain
     found = search_renditions(
         images, stain, residual_scale=cfg.residual_scale, darkness_scale=cfg.darkness_scale,
         threshold=cfg.nucleus_threshold, max_renditions=cfg.max_renditions,
-        tint_block_px=tint_block_px,
+        tint_block_px=block_px,
     )  # fmt: skip
     if not found.look_closer or cfg.rendition_sample_windows <= sample_windows:
         return found.stain  # a slide of one rendition pays nothing more

@@ -180,6 +180,26 @@ def test_a_small_rendition_is_found_by_a_closer_look(tmp_path: Path):
             assert (_matched(cells, expected)[0], len(cells)) == (16, 16)
 
 
+def test_the_closer_look_is_the_denser_sample_itself(tmp_path: Path):
+    """On 2 x 2 block means (0.5 um/px), the second look at the one-blue-field slide gives
+    exactly the estimate of a first look with that many windows: renditions, tint shares and
+    all (the tint block stays in the slide's pixels through the recursion)."""
+    path = tmp_path / "one_blue_field.svs"
+    write_svs(path, _slide([PINK] * 7 + [BLUE]), MPP)
+    cfg = DetectConfig(tile_size_px=256, halo_px=48, stain_sample_windows=32,
+                       rendition_sample_windows=256)  # fmt: skip
+    options = {"window_px": 128, "tint_block_px": round(cfg.tint_block_um / MPP)}
+    with Slide.open(path) as slide:
+        tiles = plan_tiles(slide, tile_size_px=256, halo_px=48, foreground_level_mpp=8.0)
+        closer = estimate_slide_stain(slide, tiles, sample_windows=32, cfg=cfg, **options)
+        dense = estimate_slide_stain(
+            slide, tiles, sample_windows=256, cfg=replace(cfg, rendition_sample_windows=0),
+            **options,
+        )  # fmt: skip
+    assert len(closer.renditions) == 2 and closer.tinted_share > 0
+    assert closer == dense
+
+
 def test_windows_a_leukocyte_fills_make_no_rendition():
     """Windows of 8 um (smaller than a nucleus) that a nucleus fills are not explained by the
     slide's estimate; the estimate made of them explains the red cells too (it is merely more
