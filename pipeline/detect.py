@@ -42,7 +42,7 @@ from leukoscreen.pipeline.binning import bin_blocks, block_factor, cells_in_full
 from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.config import DetectConfig
 from leukoscreen.pipeline.nuclei import cell_boxes, group_boxes, hysteresis, split_wide_groups
-from leukoscreen.pipeline.renditions import confirm_locally, search_renditions
+from leukoscreen.pipeline.renditions import confirm_locally, search_renditions, window_stain
 from leukoscreen.pipeline.stain import (
     StainEstimate,
     estimate_stain,
@@ -161,8 +161,9 @@ def detect_leukocytes(
         ]
         return confirm_locally(
             rgb, proposals,
-            lambda window, at: detect_leukocytes(
+            lambda window, at, centre: detect_leukocytes(
                 window, mpp=mpp, origin=(origin[0] + at[0], origin[1] + at[1]),
+                stain=window_stain(window, centre, tint_block_px=tint_block_px),
                 tint_block_um=tint_block_um, **options,
             ),
             window_px=max(round(verify_window_um / mpp), 1), match_px=VERIFY_MATCH_UM / mpp,

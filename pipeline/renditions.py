@@ -22,6 +22,7 @@ from leukoscreen.pipeline.stain import (
     StainEstimate,
     estimate_stain,
     nucleus_contrast,
+    plasma_at,
     tinted_share,
 )
 
@@ -159,7 +160,7 @@ def _own_estimates(
 def confirm_locally(
     rgb: np.ndarray,
     proposals: Sequence[CellTable],
-    detect: Callable[[np.ndarray, tuple[int, int]], CellTable],
+    detect: Callable[[np.ndarray, tuple[int, int], tuple[float, float]], CellTable],
     *,
     window_px: int,
     match_px: float,
@@ -177,8 +178,9 @@ def confirm_locally(
     Args:
         rgb: (H, W, 3) uint8, the array the proposals were found in.
         proposals: one table per rendition, coordinates in pixels of ``rgb``.
-        detect: detection of a window with its own stain estimate; the offset is the window's
-            (row, col) in ``rgb``.
+        detect: detection of a window with its own stain estimate (:func:`window_stain`),
+            called with the window, its (row, col) in ``rgb`` and the proposal's (row, col)
+            in the window.
         window_px: side of the neighbourhood, pixels.
         match_px: largest distance between a proposal and its local cell, pixels.
 
@@ -196,7 +198,7 @@ def confirm_locally(
             continue  # this cell was confirmed from another rendition's proposal
         r0, c0 = max(int(row) - half, 0), max(int(col) - half, 0)
         r1, c1 = min(int(row) + half, height), min(int(col) + half, width)
-        local = detect(rgb[r0:r1, c0:c1], (r0, c0)).shifted(r0, c0)
+        local = detect(rgb[r0:r1, c0:c1], (r0, c0), (row - r0, col - c0)).shifted(r0, c0)
         if len(local) == 0:
             continue
         distance = np.hypot(local.row - row, local.col - col)
@@ -209,3 +211,32 @@ def confirm_locally(
         kept.append(cell)
         centres.append((float(cell.row[0]), float(cell.col[0])))
     return CellTable.concat(kept).sorted() if kept else CellTable.empty()
+
+
+def window_stain(
+    window: np.ndarray, centre: tuple[float, float], *, tint_block_px: int
+) -> StainEstimate:
+    """The stain of a proposal's neighbourhood, against the plasma around the proposal itself.
+
+    The window's brightest pixels are its background where it holds one plasma. Where it
+    straddles two (a field's edge on a slide of several renditions), they belong to the
+    brighter one, and the red cells of the other, measured against it, take the colour of
+    their own plasma on top of theirs and pass for nuclei (more so when the brighter plasma
+    clips at 255: ``docs/detection.md``, colour shifts). So the background is the plasma at
+    the proposal (:func:`~leukoscreen.pipeline.stain.plasma_at`, a closing of half the window's
+    side), unless that is darker than half the window's background (a cell in a clump: no
+    plasma near it), and the red cells and tint are measured against it.
+
+    Args:
+        window: (H, W, 3) uint8, the square around the proposal.
+        centre: the proposal's (row, col) in ``window``.
+        tint_block_px: block of :func:`~leukoscreen.pipeline.stain.tinted_share`, pixels
+            (0: the tint is not measured).
+    """
+    stain = estimate_stain(window)
+    plasma = plasma_at(window, centre, block_px=max(min(window.shape[:2]) // 2, 3))
+    if sum(plasma) >= 0.5 * sum(stain.background_rgb):
+        stain = estimate_stain(window, background_rgb=plasma)
+    if tint_block_px and stain.has_foreground:
+        stain = replace(stain, tinted_share=tinted_share([window], stain, block_px=tint_block_px))
+    return stain

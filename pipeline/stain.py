@@ -130,12 +130,15 @@ def estimate_stain(
     foreground_min_od: float = 0.15,
     max_pixels: int = 400_000,
     seed: int = 0,
+    background_rgb: tuple[float, float, float] | None = None,
 ) -> StainEstimate:
     """Estimate background, red-cell stain and density from a slide's pixels.
 
     Args:
         pixels: (..., 3) uint8 RGB sampled from the slide (any shape; a field, or windows).
         background_quantile: brightness quantile above which a pixel is background.
+        background_rgb: a background measured otherwise (e.g. :func:`plasma_at` a cell); the
+            quantile is then not used.
         foreground_min_od: optical-density norm above which a pixel is stained foreground.
         max_pixels: a seeded random subset of at most this many pixels is used.
         seed: seed of that subset.
@@ -160,11 +163,12 @@ def estimate_stain(
     none = StainEstimate((255.0, 255.0, 255.0), (0.0, 0.0, 0.0), 0.0, 0.0, n)
     if n == 0:
         return none
-    values = flat.astype(np.float32)
-    brightness = values.sum(axis=1)
-    bright = values[brightness >= np.quantile(brightness, background_quantile)]
-    med = np.median(bright, axis=0)
-    background = (float(med[0]), float(med[1]), float(med[2]))
+    if background_rgb is None:
+        values = flat.astype(np.float32)
+        brightness = values.sum(axis=1)
+        med = np.median(values[brightness >= np.quantile(brightness, background_quantile)], axis=0)
+        background_rgb = (float(med[0]), float(med[1]), float(med[2]))
+    background = background_rgb
     od = optical_density(flat, background)  # (n, 3)
     norm = np.linalg.norm(od, axis=1)
     fg = norm > foreground_min_od
@@ -183,6 +187,32 @@ def estimate_stain(
         n_fg / n,
         n,
     )
+
+
+def plasma_at(
+    rgb: np.ndarray, centre: tuple[float, float], *, block_px: int
+) -> tuple[float, float, float]:
+    """The plasma colour around ``centre``: each channel's grey closing of ``block_px`` there.
+
+    The closing fills every dark object smaller than the block (a leukocyte, red cells) with the
+    brightest plasma of the blocks around it and keeps a sharp border between two plasmas, so
+    a cell near the edge of a field of another colour gets the plasma of its own side.
+
+    Args:
+        rgb: (H, W, 3) uint8.
+        centre: (row, col) in pixels of ``rgb``.
+        block_px: side of the closing, pixels: wider than a leukocyte.
+    """
+    height, width = rgb.shape[:2]
+    row = min(max(round(centre[0]), 0), height - 1)
+    col = min(max(round(centre[1]), 0), width - 1)
+    reach = 2 * block_px  # the closing at the centre sees no farther than this
+    r0, c0 = max(row - reach, 0), max(col - reach, 0)
+    part = rgb[r0 : row + reach + 1, c0 : col + reach + 1]
+    size = (block_px, block_px)
+    values = [ndi.grey_closing(part[..., c], size=size, mode="nearest")[row - r0, col - c0]
+              for c in range(3)]  # fmt: skip
+    return (float(values[0]), float(values[1]), float(values[2]))
 
 
 def flatten_tint(

@@ -27,9 +27,16 @@ from leukoscreen.pipeline.renditions import (
     confirm_locally,
     misfit,
     search_renditions,
+    window_stain,
 )
 from leukoscreen.pipeline.slide import Slide
-from leukoscreen.pipeline.stain import StainEstimate, angle_deg, estimate_stain
+from leukoscreen.pipeline.stain import (
+    StainEstimate,
+    angle_deg,
+    estimate_stain,
+    nucleus_contrast,
+    plasma_at,
+)
 
 MPP = 0.5
 PINK = {"background": (232.0, 224.0, 206.0), "red": (0.30, 0.72, 0.62), "density": 0.45}
@@ -231,8 +238,10 @@ def test_confirm_locally_keeps_the_local_cell_once_and_drops_the_unconfirmed():
     ]  # fmt: skip
     calls = []
 
-    def detect(window: np.ndarray, at: tuple[int, int]) -> CellTable:
+    def detect(window: np.ndarray, at: tuple[int, int], centre: tuple[float, float]) -> CellTable:
         calls.append(at)
+        proposed = (at[0] + centre[0], at[1] + centre[1])  # the proposal, in the slide's pixels
+        assert any(np.hypot(*np.subtract(proposed, (r, c))) < 3 for r, c in [*CENTRES, (100, 200)])
         return detect_leukocytes(window, mpp=MPP)
 
     kept = confirm_locally(rgb, proposals, detect, window_px=120, match_px=8.0)
@@ -240,3 +249,64 @@ def test_confirm_locally_keeps_the_local_cell_once_and_drops_the_unconfirmed():
     np.testing.assert_allclose(np.sort(kept.row), [r1, r2], atol=1.0)
     np.testing.assert_allclose(kept.col[np.argsort(kept.row)], [c1, c2], atol=1.0)
     assert len(calls) == 3  # the duplicate of a confirmed cell is not detected again
+
+
+# A field's edge on a slide of several renditions (DeepBioNet's olive fields beside pale ones):
+# the olive plasma's cast is close to the red-cell hue, so no tint correction takes it off.
+OLIVE = {"background": (155.0, 176.0, 120.0), "red": (0.54, 0.76, 0.34), "density": 0.8}
+PALE = {"background": (238.0, 248.0, 217.0), "red": (0.55, 0.45, 0.70), "density": 0.8}
+
+
+def _edge_window() -> tuple[np.ndarray, np.ndarray]:
+    """120 x 180 px around the olive field's second nucleus (at (60, 50)); the pale field
+    fills the window's right 60 columns. Also the olive red cells' mask (nuclei left out)."""
+    rgb = np.concatenate([_field(OLIVE, 1), _field(PALE, 2)], axis=1)
+    rr, cc = disk(CENTRES[1], 8.0, shape=rgb.shape[:2])  # olive fields' nuclei are dense
+    rgb[rr, cc] = np.round(np.asarray(OLIVE["background"]) * np.exp(-2.4 * _unit(NUCLEUS_OD)))
+    window = rgb[80:200, 120:300]
+    rows, cols = np.mgrid[:120, :180]
+    olive_red = (cols < 120) & (window.sum(axis=2) < 0.8 * sum(OLIVE["background"]))
+    for r, c in CENTRES:
+        olive_red &= np.hypot(rows - (r - 80), cols - (c - 120)) > 14
+    return window, olive_red
+
+
+def test_plasma_at_a_cell_is_the_plasma_of_its_own_side():
+    window, _ = _edge_window()
+    np.testing.assert_allclose(
+        plasma_at(window, (60, 50), block_px=60), OLIVE["background"], atol=8
+    )
+    np.testing.assert_allclose(
+        plasma_at(window, (60, 160), block_px=60), PALE["background"], atol=8
+    )
+
+
+def test_the_window_stain_judges_a_cell_against_its_own_plasma():
+    """Against the window's brightest pixels (the pale field) the olive red cells pass the
+    nucleus threshold; against the plasma at the proposal they are red cells again, and the
+    olive field's nucleus is still found where it is."""
+    window, olive_red = _edge_window()
+    plain = estimate_stain(window)
+    np.testing.assert_allclose(plain.background_rgb, PALE["background"], atol=8)
+    local = window_stain(window, (60.0, 50.0), tint_block_px=40)
+    np.testing.assert_allclose(local.background_rgb, OLIVE["background"], atol=8)
+    assert angle_deg(local.red_cell_od, tuple(_unit(OLIVE["red"]))) < 3.0
+    contrast = {
+        name: nucleus_contrast(window, stain, residual_scale=0.4, darkness_scale=2.0)[olive_red]
+        for name, stain in (("plain", plain), ("local", local))
+    }
+    assert contrast["plain"].max() > 1.0 > 0.5 > contrast["local"].max()
+    cells = detect_leukocytes(window, mpp=MPP, stain=local)
+    assert np.hypot(cells.row - 60, cells.col - 50).min() < 2.0
+
+
+def test_the_window_stain_keeps_the_windows_background_where_no_plasma_is_near():
+    """A cell inside a wide clump: the closing finds no plasma around it, so the window's own
+    brightest pixels stay the background."""
+    rng = np.random.default_rng(5)
+    clump = np.asarray(OLIVE["background"]) * np.exp(-0.8 * _unit(OLIVE["red"]))
+    window = np.empty((120, 120, 3))
+    window[:, :100] = clump
+    window[:, 100:] = PALE["background"]
+    window = np.clip(np.round(window + rng.normal(0, 1.5, window.shape)), 0, 255).astype(np.uint8)
+    assert window_stain(window, (60.0, 20.0), tint_block_px=40) == estimate_stain(window)
