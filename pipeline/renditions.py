@@ -20,6 +20,7 @@ import numpy as np
 from leukoscreen.pipeline.cell_table import CellTable
 from leukoscreen.pipeline.stain import (
     StainEstimate,
+    bright_background,
     estimate_stain,
     nucleus_contrast,
     plasma_at,
@@ -233,10 +234,11 @@ def window_stain(
         tint_block_px: block of :func:`~leukoscreen.pipeline.stain.tinted_share`, pixels
             (0: the tint is not measured).
     """
-    stain = estimate_stain(window)
     plasma = plasma_at(window, centre, block_px=max(min(window.shape[:2]) // 2, 3))
-    if sum(plasma) >= 0.5 * sum(stain.background_rgb):
+    if window.size and sum(plasma) >= 0.5 * sum(bright_background(window)):
         stain = estimate_stain(window, background_rgb=plasma)
+    else:
+        stain = estimate_stain(window)
     if tint_block_px and stain.has_foreground:
         stain = replace(stain, tinted_share=tinted_share([window], stain, block_px=tint_block_px))
     return stain

@@ -163,12 +163,7 @@ def estimate_stain(
     none = StainEstimate((255.0, 255.0, 255.0), (0.0, 0.0, 0.0), 0.0, 0.0, n)
     if n == 0:
         return none
-    if background_rgb is None:
-        values = flat.astype(np.float32)
-        brightness = values.sum(axis=1)
-        med = np.median(values[brightness >= np.quantile(brightness, background_quantile)], axis=0)
-        background_rgb = (float(med[0]), float(med[1]), float(med[2]))
-    background = background_rgb
+    background = background_rgb or bright_background(flat, quantile=background_quantile)
     od = optical_density(flat, background)  # (n, 3)
     norm = np.linalg.norm(od, axis=1)
     fg = norm > foreground_min_od
@@ -189,6 +184,15 @@ def estimate_stain(
     )
 
 
+def bright_background(pixels: np.ndarray, *, quantile: float = 0.9) -> tuple[float, float, float]:
+    """Per-channel median of the pixels at or above the ``quantile`` of brightness (R + G + B):
+    :func:`estimate_stain`'s background. ``pixels``: (..., 3) uint8, at least one."""
+    values = pixels.reshape(-1, 3).astype(np.float32)
+    brightness = values.sum(axis=1)
+    med = np.median(values[brightness >= np.quantile(brightness, quantile)], axis=0)
+    return (float(med[0]), float(med[1]), float(med[2]))
+
+
 def plasma_at(
     rgb: np.ndarray, centre: tuple[float, float], *, block_px: int
 ) -> tuple[float, float, float]:
@@ -206,7 +210,7 @@ def plasma_at(
     height, width = rgb.shape[:2]
     row = min(max(round(centre[0]), 0), height - 1)
     col = min(max(round(centre[1]), 0), width - 1)
-    reach = 2 * block_px  # the closing at the centre sees no farther than this
+    reach = block_px + 1  # the closing at the centre depends on no pixel farther than this
     r0, c0 = max(row - reach, 0), max(col - reach, 0)
     part = rgb[r0 : row + reach + 1, c0 : col + reach + 1]
     size = (block_px, block_px)
