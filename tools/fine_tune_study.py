@@ -52,6 +52,7 @@ def study(
     work: Path,
     epochs: int = int(FINE_TUNE["epochs"]),
     lr: float = float(FINE_TUNE["lr"]),
+    batch_size: int = int(FINE_TUNE.get("batch_size", 8)),
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run the study; returns the JSON document."""
@@ -77,6 +78,7 @@ def study(
             epochs=epochs,
             lr=lr,
             lr_halve_every_epochs=0,
+            batch_size=batch_size,
             init=init,
             augment=True,
         )
@@ -110,6 +112,7 @@ def study(
         f"--init {init}",
         f"--epochs {epochs}",
         f"--lr {lr:g}",
+        f"--batch-size {batch_size}",
     ]
     return {
         "command": "python tools/fine_tune_study.py " + " ".join(arguments),
@@ -118,7 +121,13 @@ def study(
         "network": key,
         "network_sha256": initial.sha256,
         "n_test": len(test),
-        "fine_tune": {"epochs": epochs, "lr": lr, "augment": True, "precision": "auto"},
+        "fine_tune": {
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "augment": True,
+            "precision": "auto",
+        },
         "bicubic_psnr": shipped.value(scale, "bicubic", "psnr"),
         "shipped_psnr": shipped.value(scale, initial.arch, "psnr"),
         "runs": runs,
@@ -137,13 +146,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/fine_tune"))
     parser.add_argument("--epochs", type=int, default=int(FINE_TUNE["epochs"]))
     parser.add_argument("--lr", type=float, default=float(FINE_TUNE["lr"]))
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=int(FINE_TUNE.get("batch_size", 8)),
+        help="images per step",
+    )
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     doc = study(
         args.source, args.data, scale=args.scale, n_test=args.n_test, init=args.init,
-        epochs=args.epochs, lr=args.lr,
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         sizes=[int(s) for s in args.sizes.split(",")],
-        work=args.work / f"{args.source}_x{args.scale}_e{args.epochs}",
+        work=args.work / f"{args.source}_x{args.scale}_e{args.epochs}_b{args.batch_size}",
     )  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
