@@ -234,8 +234,10 @@ def window_stain(
         tint_block_px: block of :func:`~leukoscreen.pipeline.stain.tinted_share`, pixels
             (0: the tint is not measured).
     """
+    if window.size == 0:
+        return estimate_stain(window)  # no foreground: no cells
     plasma = plasma_at(window, centre, block_px=max(min(window.shape[:2]) // 2, 3))
-    if window.size and sum(plasma) >= 0.5 * sum(bright_background(window)):
+    if sum(plasma) >= 0.5 * sum(bright_background(window)):
         stain = estimate_stain(window, background_rgb=plasma)
     else:
         stain = estimate_stain(window)

@@ -310,3 +310,8 @@ def test_the_window_stain_keeps_the_windows_background_where_no_plasma_is_near()
     window[:, 100:] = PALE["background"]
     window = np.clip(np.round(window + rng.normal(0, 1.5, window.shape)), 0, 255).astype(np.uint8)
     assert window_stain(window, (60.0, 20.0), tint_block_px=40) == estimate_stain(window)
+
+
+def test_the_window_stain_of_an_empty_window_has_no_foreground():
+    stain = window_stain(np.zeros((0, 5, 3), np.uint8), (0.0, 0.0), tint_block_px=40)
+    assert not stain.has_foreground
