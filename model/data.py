@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -48,6 +48,7 @@ ScalarT = TypeVar("ScalarT", bound=np.generic)
 BACKGROUND, CYTOPLASM, NUCLEUS = 0, 1, 2  # parsing labels, as stored everywhere
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)  # train, val, test, per source
+LAB_SPLIT_FRACTIONS = (0.9, 0.1, 0.0)  # a lab's own folder when fine-tuning (TrainConfig.lab_split)
 SIZE_GROUPS = {"wbc1": 120, "wbc2": 224}
 DEFAULT_SIZE_PX = 224
 
@@ -197,13 +198,28 @@ def read_labelme(path: Path | str) -> Sample:
     return Sample(f"labelme-{path.stem}", "labelme", rgb, labels)
 
 
-def split_ids(samples: Sequence[Sample], *, seed: int = 0) -> dict[str, list[str]]:
+def plain_folders(data: Path | str | Sequence[Path | str]) -> set[str]:
+    """The names (= sources) of the folders of ``data`` that are read as plain image folders:
+    none of segmentation_WBC, a boxed field set or LabelMe JSONs (``model.train.read_samples``)."""
+    folders = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
+    return {
+        f.name
+        for f in folders
+        if not any((f / name).exists() for name in ("Dataset 1", "Dataset 2", "Annotations"))
+        and not (f / "annotations.csv").is_file()
+        and not (f.is_dir() and any(f.glob("*.json")))
+    }
+
+
+def split_ids(
+    samples: Sequence[Sample], *, seed: int = 0, lab_sources: Collection[str] = ()
+) -> dict[str, list[str]]:
     """The fixed train/val/test split: per source, a seeded permutation cut 70/15/15.
 
     The permutation depends only on ``seed``, the source name and the sorted ids, so adding a
     new source never moves the images of another. A sample whose source fixes its part
     (``Sample.split``, e.g. leukocytes cropped from a field source split by duplicate group)
-    keeps that part.
+    keeps that part. The sources in ``lab_sources`` are cut by :data:`LAB_SPLIT_FRACTIONS`.
     """
     split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     by_source: dict[str, list[str]] = {}
@@ -216,12 +232,24 @@ def split_ids(samples: Sequence[Sample], *, seed: int = 0) -> dict[str, list[str
         ids = sorted(ids)
         rng = np.random.default_rng([seed, zlib.crc32(source.encode())])
         order = [ids[i] for i in rng.permutation(len(ids))]
-        n_train = round(SPLIT_FRACTIONS[0] * len(ids))
-        n_val = round(SPLIT_FRACTIONS[1] * len(ids))
+        if source in lab_sources:  # no test part: at least one validation image, the rest train
+            n_val = max(round(LAB_SPLIT_FRACTIONS[1] * len(ids)), 1)
+            n_train = len(ids) - n_val
+        else:
+            n_train = round(SPLIT_FRACTIONS[0] * len(ids))
+            n_val = round(SPLIT_FRACTIONS[1] * len(ids))
         split["train"] += order[:n_train]
         split["val"] += order[n_train : n_train + n_val]
         split["test"] += order[n_train + n_val :]
     return split
+
+
+def split_samples(
+    samples: Sequence[Sample], seed: int, labs: Collection[str] = ()
+) -> dict[str, list[Sample]]:
+    """``split_ids`` applied to samples (``labs``: its ``lab_sources``)."""
+    by_id, parts = {s.image_id: s for s in samples}, split_ids(samples, seed=seed, lab_sources=labs)
+    return {part: [by_id[i] for i in ids] for part, ids in parts.items()}
 
 
 def fit_to_size(image: NDArray[ScalarT], size_px: int) -> tuple[NDArray[ScalarT], tuple[int, int]]:

@@ -36,10 +36,11 @@ from leukoscreen.model.data import (
     colour_augment,
     colour_jitters,
     dihedral_codes,
+    plain_folders,
     read_image_folder,
     read_labelme,
     read_segmentation_wbc,
-    split_ids,
+    split_samples,
 )
 from leukoscreen.model.device import (
     channels_last,
@@ -121,12 +122,6 @@ def read_sources(data: Path | Sequence[Path]) -> list[Sample]:
             seen[sample.image_id] = folder
             samples.append(sample)
     return samples
-
-
-def split_samples(samples: list[Sample], seed: int) -> dict[str, list[Sample]]:
-    """``split_ids`` applied to samples."""
-    by_id = {s.image_id: s for s in samples}
-    return {part: [by_id[i] for i in ids] for part, ids in split_ids(samples, seed=seed).items()}
 
 
 @torch.no_grad()
@@ -216,7 +211,8 @@ def training_sets(
     Raises:
         DataError: too few images for the split, or a prior network from scratch without masks.
     """
-    parts = split_samples(read_sources(data), cfg.seed)
+    labs = plain_folders(data) if cfg.lab_split else set()
+    parts = split_samples(read_sources(data), cfg.seed, labs)
     where = data if isinstance(data, (str, Path)) else ", ".join(map(str, data))
     if not parts["train"] or not parts["val"]:
         raise DataError(

@@ -109,7 +109,9 @@ TrainInit = Annotated[
         "default network), a network name (its shipped weights) or a weights file. The arch "
         "follows the weights. Masks are optional: without any, a prior network's parsing "
         "part is kept as shipped and only the SR part adapts. Unless given, fine-tuning "
-        f"uses --epochs {FINE_TUNE['epochs']}, --lr {FINE_TUNE['lr']:g} held constant.",
+        f"uses --epochs {FINE_TUNE['epochs']}, --lr {FINE_TUNE['lr']:g} held constant, and "
+        "(without --parsing-only) cuts a plain image folder 90 % train / 10 % validation "
+        "(train.lab_split; known data sets keep their splits).",
         show_default=False,
     ),
 ]
@@ -227,7 +229,7 @@ def train_cmd(
     from leukoscreen.model.train import train
 
     base = load_config(config)
-    arch_kwargs = None
+    arch_kwargs, lab_split = None, None
     if init is not None and arch not in GAN_ARCHS:  # a GAN's --init is its generator's start
         from leukoscreen.model.checkpoint import load_init
 
@@ -237,6 +239,7 @@ def train_cmd(
         epochs = epochs if epochs is not None else int(FINE_TUNE["epochs"])
         lr = lr if lr is not None else float(FINE_TUNE["lr"])
         lr_halve_every = lr_halve_every if lr_halve_every is not None else 0
+        lab_split = None if parsing_only else True
     cfg = override_flags(
         base,
         {
@@ -252,6 +255,7 @@ def train_cmd(
             "--mask-repeat": ("train.mask_repeat", mask_repeat),
             "--lr-halve-every": ("train.lr_halve_every_epochs", lr_halve_every),
             "--parsing-only": ("train.parsing_only", parsing_only or None),
+            "--init (a lab's folder)": ("train.lab_split", lab_split),
             "--pixel-epochs": ("train.pixel_epochs", pixel_epochs),
             "--adversarial-weight": ("train.adversarial_weight", adversarial_weight),
         },

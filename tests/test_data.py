@@ -25,6 +25,7 @@ from leukoscreen.model.data import (
     dihedral_codes,
     fit_to_size,
     mask_to_labels,
+    plain_folders,
     read_image_folder,
     read_labelme,
     read_segmentation_wbc,
@@ -262,6 +263,32 @@ def test_split_of_a_source_is_stable_when_another_is_added() -> None:
     after = split_ids(_samples("a", 40) + _samples("c", 30), seed=0)
     for part in before:
         assert [i for i in after[part] if i.startswith("a-")] == before[part]
+
+
+def test_a_labs_own_folder_is_cut_90_10_with_no_test_part() -> None:
+    """Fine-tuning on a lab's folder (TrainConfig.lab_split): 45 of 50 cells train, 5 validate,
+    none is held out for a test; another source in the same call keeps its 70/15/15."""
+    samples = _samples("lab", 50) + _samples("b", 20)
+    split = split_ids(samples, seed=0, lab_sources={"lab"})
+    counts = {part: sum(i.startswith("lab-") for i in ids) for part, ids in split.items()}
+    assert counts == {"train": 45, "val": 5, "test": 0}
+    plain = split_ids(_samples("b", 20), seed=0)
+    assert {part: [i for i in ids if i.startswith("b-")] for part, ids in split.items()} == plain
+    # the validation images are the first of the same seeded order: a small folder keeps one
+    assert {
+        p: len(ids) for p, ids in split_ids(_samples("lab", 4), lab_sources={"lab"}).items()
+    } == ({"train": 3, "val": 1, "test": 0})
+
+
+def test_plain_folders_are_the_ones_read_as_plain_image_folders(tmp_path: Path) -> None:
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "segmentation_WBC" / "Dataset 1").mkdir(parents=True)
+    (tmp_path / "BCCD" / "Annotations").mkdir(parents=True)
+    (tmp_path / "drawn").mkdir()
+    (tmp_path / "drawn" / "cell.json").write_text("{}", encoding="utf-8")
+    names = ["lab", "segmentation_WBC", "BCCD", "drawn"]
+    assert plain_folders([tmp_path / n for n in names]) == {"lab"}
+    assert plain_folders(tmp_path / "lab") == {"lab"}
 
 
 # ---------------------------------------------------------------------------------------------

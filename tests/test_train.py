@@ -21,6 +21,7 @@ from leukoscreen.model.train import (
     lr_at,
     prior_loss_per_image,
     train,
+    training_sets,
 )
 
 CellWriter = Callable[..., Path]
@@ -496,6 +497,18 @@ def test_fine_tuning_resumes_bit_identically(
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_labs_folder_trains_on_90_percent_with_lab_split(
+    tmp_path: Path, write_cells: CellWriter
+) -> None:
+    """``lab_split`` (what ``leukoscreen train --init`` sets): 18 of a lab's 20 cells train."""
+    lab = write_cells(tmp_path / "lab", count=20)  # masks or not, the split is the same
+    sizes = {}
+    for lab_split in (False, True):
+        train_set, val_set, _ = training_sets(replace(SFT_CFG, lab_split=lab_split), lab)
+        sizes[lab_split] = (len(train_set), len(val_set))
+    assert sizes == {False: (14, 3), True: (18, 2)}
 
 
 def test_init_of_another_arch_is_refused(tmp_path: Path, cells: Path, sft_start: Path) -> None:

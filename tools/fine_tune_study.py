@@ -24,7 +24,7 @@ import skimage.io
 
 from leukoscreen.model.checkpoint import load_init
 from leukoscreen.model.config import TrainConfig
-from leukoscreen.model.data import SPLIT_FRACTIONS
+from leukoscreen.model.data import LAB_SPLIT_FRACTIONS
 from leukoscreen.model.evaluate import evaluate_methods
 from leukoscreen.model.fields import SOURCES, crop_leukocytes
 from leukoscreen.model.train import train
@@ -80,6 +80,7 @@ def study(
             lr_halve_every_epochs=0,
             batch_size=batch_size,
             init=init,
+            lab_split=True,  # as `leukoscreen train --init` sets it
             augment=True,
         )
         started = time.perf_counter()
@@ -95,7 +96,7 @@ def study(
         runs.append(
             {
                 "n_images": n,
-                "train_images": round(SPLIT_FRACTIONS[0] * n),
+                "train_images": n - max(round(LAB_SPLIT_FRACTIONS[1] * n), 1),
                 "train_seconds": round(seconds, 1),
                 "best_epoch": max(result.history, key=lambda r: r["val_psnr"])["epoch"],
                 "psnr": tuned.value(scale, initial.arch, "psnr"),
@@ -125,6 +126,7 @@ def study(
             "epochs": epochs,
             "lr": lr,
             "batch_size": batch_size,
+            "lab_split": True,
             "augment": True,
             "precision": "auto",
         },
