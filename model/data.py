@@ -198,19 +198,6 @@ def read_labelme(path: Path | str) -> Sample:
     return Sample(f"labelme-{path.stem}", "labelme", rgb, labels)
 
 
-def plain_folders(data: Path | str | Sequence[Path | str]) -> set[str]:
-    """The names (= sources) of the folders of ``data`` that are read as plain image folders:
-    none of segmentation_WBC, a boxed field set or LabelMe JSONs (``model.train.read_samples``)."""
-    folders = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
-    return {
-        f.name
-        for f in folders
-        if not any((f / name).exists() for name in ("Dataset 1", "Dataset 2", "Annotations"))
-        and not (f / "annotations.csv").is_file()
-        and not (f.is_dir() and any(f.glob("*.json")))
-    }
-
-
 def split_ids(
     samples: Sequence[Sample], *, seed: int = 0, lab_sources: Collection[str] = ()
 ) -> dict[str, list[str]]:
@@ -242,14 +229,6 @@ def split_ids(
         split["val"] += order[n_train : n_train + n_val]
         split["test"] += order[n_train + n_val :]
     return split
-
-
-def split_samples(
-    samples: Sequence[Sample], seed: int, labs: Collection[str] = ()
-) -> dict[str, list[Sample]]:
-    """``split_ids`` applied to samples (``labs``: its ``lab_sources``)."""
-    by_id, parts = {s.image_id: s for s in samples}, split_ids(samples, seed=seed, lab_sources=labs)
-    return {part: [by_id[i] for i in ids] for part, ids in parts.items()}
 
 
 def fit_to_size(image: NDArray[ScalarT], size_px: int) -> tuple[NDArray[ScalarT], tuple[int, int]]:

@@ -63,7 +63,7 @@ from leukoscreen.model.metrics import (
     texture_ratio,
 )
 from leukoscreen.model.networks import METHOD_NAMES
-from leukoscreen.model.train import read_samples, split_samples
+from leukoscreen.model.sources import read_samples, split_samples
 
 METHODS = ("bicubic", "srcnn", "vdsr", "srresnet", "srgan", "sftgan", "np", "gp", "gpsft")
 """Table 2's columns in the paper's order, then our faster variant GP-SFT."""

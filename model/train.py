@@ -30,17 +30,11 @@ from tqdm import tqdm
 from leukoscreen.model.checkpoint import load_init, save_weights
 from leukoscreen.model.config import PRIOR_ARCHS, TrainConfig
 from leukoscreen.model.data import (
-    Sample,
     SRDataset,
     augment,
     colour_augment,
     colour_jitters,
     dihedral_codes,
-    plain_folders,
-    read_image_folder,
-    read_labelme,
-    read_segmentation_wbc,
-    split_samples,
 )
 from leukoscreen.model.device import (
     channels_last,
@@ -51,10 +45,9 @@ from leukoscreen.model.device import (
     run_network,
 )
 from leukoscreen.model.errors import CheckpointError, DataError, UsageError
-from leukoscreen.model.fields import SOURCES as FIELD_SOURCES
-from leukoscreen.model.fields import crop_leukocytes
 from leukoscreen.model.metrics import parsing_scores, psnr
 from leukoscreen.model.networks import build_network
+from leukoscreen.model.sources import plain_folders, read_sources, split_samples
 
 TRAIN_FORMAT = "leukoscreen-train/1"
 
@@ -78,50 +71,6 @@ def prior_loss_per_image(
     if activation == "softmax":
         return F.cross_entropy(logits, onehot.argmax(dim=1), reduction="none").mean(dim=(1, 2))
     return F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").mean(dim=(1, 2, 3))
-
-
-def read_samples(data: Path) -> list[Sample]:
-    """segmentation_WBC (a folder with ``Dataset 1``), a field source (BCCD, DeepBioNet or
-    draaslan: its boxed leukocytes cropped, no masks, in their fixed split), LabelMe JSONs, or a
-    plain image folder."""
-    data = Path(data)
-    if (data / "Dataset 1").is_dir() or (data / "Dataset 2").is_dir():
-        return read_segmentation_wbc(data)
-    field_layout = (data / "Annotations").is_dir() or (data / "annotations.csv").is_file()
-    if field_layout:
-        source = data.name.lower()
-        if source not in FIELD_SOURCES:
-            raise DataError(
-                f"{data}: a boxed field set must be one of {', '.join(FIELD_SOURCES)} (by its "
-                f"folder name), found {data.name!r}"
-            )
-        return crop_leukocytes(source, data)
-    jsons = sorted(data.glob("*.json")) if data.is_dir() else []
-    if jsons:
-        return [read_labelme(p) for p in jsons]
-    return read_image_folder(data)
-
-
-def read_sources(data: Path | Sequence[Path]) -> list[Sample]:
-    """The samples of one or several sources (:func:`read_samples` each), ids unique.
-
-    Raises:
-        DataError: a source is unreadable, or two sources share image ids (the same folder
-            twice).
-    """
-    folders = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
-    samples: list[Sample] = []
-    seen: dict[str, Path] = {}
-    for folder in folders:
-        for sample in read_samples(folder):
-            if sample.image_id in seen:
-                raise DataError(
-                    f"{folder}: image {sample.image_id} also comes from {seen[sample.image_id]}; "
-                    "expected each source once"
-                )
-            seen[sample.image_id] = folder
-            samples.append(sample)
-    return samples
 
 
 @torch.no_grad()
@@ -426,8 +375,9 @@ def train(
 
     Args:
         cfg: the training config (saved into every checkpoint).
-        data: one source or several, mixed (:func:`read_samples` for what a source may be);
-            images without masks train the SR loss only (the prior loss skips them).
+        data: one source or several, mixed (what a source may be:
+            :func:`~leukoscreen.model.sources.read_samples`); images without masks train the SR
+            loss only (the prior loss skips them).
         run_dir: holds ``last.pt`` (full state, every epoch) and ``best.pt`` (weights with the
             best validation PSNR).
         resume: continue from ``run_dir/last.pt``; the config must match (``epochs`` may grow).

@@ -237,10 +237,10 @@ def window_stain(
     if window.size == 0:
         return estimate_stain(window)  # no foreground: no cells
     plasma = plasma_at(window, centre, block_px=max(min(window.shape[:2]) // 2, 3))
-    if sum(plasma) >= 0.5 * sum(bright_background(window)):
-        stain = estimate_stain(window, background_rgb=plasma)
-    else:
-        stain = estimate_stain(window)
+    brightest = bright_background(window)  # what estimate_stain(window) would take
+    stain = estimate_stain(
+        window, background_rgb=plasma if sum(plasma) >= 0.5 * sum(brightest) else brightest
+    )
     if tint_block_px and stain.has_foreground:
         stain = replace(stain, tinted_share=tinted_share([window], stain, block_px=tint_block_px))
     return stain

@@ -25,7 +25,6 @@ from leukoscreen.model.data import (
     dihedral_codes,
     fit_to_size,
     mask_to_labels,
-    plain_folders,
     read_image_folder,
     read_labelme,
     read_segmentation_wbc,
@@ -35,6 +34,7 @@ from leukoscreen.model.data import (
 from leukoscreen.model.errors import DataError
 from leukoscreen.model.imresize import imresize, rgb2y, rgb2ycbcr
 from leukoscreen.model.metrics import stain_nucleus_mask
+from leukoscreen.model.sources import plain_folders
 
 
 def _rgb(rows: int, cols: int, seed: int = 0) -> np.ndarray:

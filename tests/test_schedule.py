@@ -17,7 +17,7 @@ from leukoscreen.model.data import SRDataset
 from leukoscreen.model.errors import UsageError
 from leukoscreen.model.metrics import psnr as psnr_db
 from leukoscreen.model.networks import DESIGN_KWARGS, design_kwargs
-from leukoscreen.model.train import read_samples, split_samples
+from leukoscreen.model.sources import read_samples, split_samples
 
 TINY_GP: dict[str, Any] = {"num_features": 4, "num_blocks": 1, "unet_widths": (4, 8)}
 

@@ -349,7 +349,7 @@ def _bccd_like(folder: Path, n_fields: int = 10) -> Path:
 
 
 def test_field_source_crops_keep_the_source_split(tmp_path: Path, cells: Path) -> None:
-    from leukoscreen.model.train import read_sources, split_samples
+    from leukoscreen.model.sources import read_sources, split_samples
 
     bccd = _bccd_like(tmp_path / "BCCD")
     samples = read_sources([cells, bccd])
@@ -381,7 +381,7 @@ def test_mixed_sources_train_the_prior_on_masked_images_only(tmp_path: Path, cel
 
 
 def test_field_set_with_an_unknown_name_is_refused(tmp_path: Path) -> None:
-    from leukoscreen.model.train import read_samples
+    from leukoscreen.model.sources import read_samples
 
     other = _bccd_like(tmp_path / "MyLab")
     with pytest.raises(DataError, match=r"MyLab: a boxed field set must be one of bccd"):

@@ -32,7 +32,8 @@ from torch import nn
 
 from leukoscreen.model.config import SCALES, TrainConfig
 from leukoscreen.model.data import SRDataset
-from leukoscreen.model.train import evaluate, read_samples, split_samples, train
+from leukoscreen.model.sources import read_samples, split_samples
+from leukoscreen.model.train import evaluate, train
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "gp": ("gp", {}),

@@ -69,8 +69,13 @@ def count_matches(cells: CellTable, boxes: np.ndarray) -> int:
     Returns:
         The number of matched pairs.
     """
+    return len(matched_cells(cells, boxes))
+
+
+def matched_cells(cells: CellTable, boxes: np.ndarray) -> np.ndarray:
+    """Indices (sorted) of the cells in :func:`count_matches`' matching."""
     if len(cells) == 0 or len(boxes) == 0:
-        return 0
+        return np.zeros(0, np.intp)
     row, col = cells.row[:, None], cells.col[:, None]  # (N, 1)
     inside = (
         (row >= boxes[None, :, 0])
@@ -80,7 +85,7 @@ def count_matches(cells: CellTable, boxes: np.ndarray) -> int:
     )  # (N, M)
     cost = np.where(inside, 0.0, 1.0)
     rows, cols = linear_sum_assignment(cost)  # minimum cost = most pairs inside
-    return int((cost[rows, cols] == 0.0).sum())
+    return np.sort(rows[cost[rows, cols] == 0.0])
 
 
 def counts_of(cells: CellTable, boxes: np.ndarray) -> Counts:

@@ -31,7 +31,7 @@ from leukoscreen.model.checkpoint import load_init
 from leukoscreen.model.data import SRDataset, fit_to_size
 from leukoscreen.model.evaluate import predict
 from leukoscreen.model.metrics import stain_nucleus_mask
-from leukoscreen.model.train import read_sources, split_samples
+from leukoscreen.model.sources import read_sources, split_samples
 
 NUCLEUS_RGB, CELL_RGB, STAIN_RGB = (0, 220, 0), (255, 220, 0), (230, 0, 230)
 

@@ -31,7 +31,7 @@ from leukoscreen.model.data import SRDataset, fit_to_size
 from leukoscreen.model.evaluate import predict
 from leukoscreen.model.fields import read_fields, source_mpp
 from leukoscreen.model.metrics import PROXY_KEYS, parsing_proxies, stain_nucleus_mask
-from leukoscreen.model.train import read_sources, split_samples
+from leukoscreen.model.sources import read_sources, split_samples
 from leukoscreen.pipeline.config import DetectConfig
 from leukoscreen.pipeline.detect import detect_leukocytes, detect_options
 

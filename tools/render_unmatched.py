@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import skimage.io
 from build_example import write_svs
+from detection_scores import matched_cells
 from mosaic import build_mosaic
-from scipy.optimize import linear_sum_assignment
 from skimage.draw import rectangle_perimeter
 
 from leukoscreen.model.fields import Field, read_fields, source_mpp, split_fields
@@ -31,22 +31,6 @@ from leukoscreen.pipeline.slide import Slide
 
 FOLDERS = {"bccd": "BCCD", "deepbionet": "DeepBioNet", "draaslan": "draaslan"}
 SIDE_UM = 24.0  # side of each rendered crop, microns
-
-
-def unmatched(rows: np.ndarray, cols: np.ndarray, boxes: np.ndarray) -> list[int]:
-    """Indices of the detections that the largest one-to-one matching leaves without a box."""
-    if len(boxes) == 0:
-        return list(range(len(rows)))
-    inside = (
-        (rows[:, None] >= boxes[None, :, 0])
-        & (rows[:, None] < boxes[None, :, 2])
-        & (cols[:, None] >= boxes[None, :, 1])
-        & (cols[:, None] < boxes[None, :, 3])
-    )
-    cost = np.where(inside, 0.0, 1.0)
-    det, box = linear_sum_assignment(cost)
-    matched = {int(d) for d, b in zip(det, box, strict=True) if cost[d, b] == 0.0}
-    return [i for i in range(len(rows)) if i not in matched]
 
 
 def _crop(field: Field, centre: tuple[float, float], side: int) -> np.ndarray:
@@ -83,12 +67,14 @@ def main() -> None:
         with Slide.open(path) as slide:
             cells, _ = detect_slide(slide, DetectConfig())
     side = round(SIDE_UM / mpp0)
+    shapes = [field.read_rgb().shape[:2] for field in test]  # each field read once
+    extra = sorted(set(range(len(cells))) - set(matched_cells(cells, mosaic.boxes).tolist()))
     tiles = []
-    for i in unmatched(cells.row, cells.col, mosaic.boxes):
+    for i in extra:
         row, col = float(cells.row[i]), float(cells.col[i])
         # The field whose extent holds the detection (origins in mosaic px, field order).
         for k, field in enumerate(test):
-            height, width = (s / args.scale for s in field.read_rgb().shape[:2])
+            height, width = (s / args.scale for s in shapes[k])
             r0, c0 = (float(v) for v in mosaic.origins[k])
             if r0 <= row < r0 + height and c0 <= col < c0 + width:
                 centre = ((row - r0) * args.scale, (col - c0) * args.scale)  # field px
