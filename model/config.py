@@ -90,6 +90,9 @@ class TrainConfig:
         colour_augment: recolour each training image in optical-density space (stain amount
             and hue, lamp tint, brightness; ``leukoscreen.model.data.colour_augment``) and
             degrade it again, so the network meets other labs' colours.
+        phase_augment: cut each training image at a random offset below the scale to a side one
+            scale smaller and degrade it again (``leukoscreen.model.phases``), so each epoch shows
+            each cell at another phase of the LR grid. ``leukoscreen train --init`` turns it on.
         parsing_only: train only the parsing map's HR modules (a prior network's
             :data:`~leukoscreen.model.train.PARSING_MODULES`) from ``init``, on the images that
             have masks; the SR path is frozen, so the SR image stays exactly as initialised, and
@@ -120,6 +123,7 @@ class TrainConfig:
     num_threads: int = 0
     augment: bool = False
     colour_augment: bool = False
+    phase_augment: bool = False
     mask_repeat: int = 1
     init: str = ""
     parsing_only: bool = False

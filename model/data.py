@@ -35,13 +35,8 @@ import torch
 from numpy.typing import NDArray
 
 from leukoscreen.model.errors import DataError
-from leukoscreen.model.imresize import (
-    YCBCR_MATRIX,
-    YCBCR_OFFSET,
-    degrade,
-    resize_matrix,
-    rgb2ycbcr,
-)
+from leukoscreen.model.imresize import YCBCR_MATRIX, YCBCR_OFFSET, degrade, rgb2ycbcr
+from leukoscreen.model.phases import with_hr
 
 ScalarT = TypeVar("ScalarT", bound=np.generic)
 
@@ -445,7 +440,7 @@ def colour_augment(
     A colour change is not linear in the pixel values, so it does not commute with the bicubic
     degradation the way flips do; instead ``hr``, ``hr_ycbcr``, ``lr``, ``lr_ycbcr``, ``up`` and
     ``up_ycbcr`` are recomputed from the recoloured HR with MATLAB's ``imresize`` written as
-    matrices (:func:`leukoscreen.model.imresize.resize_matrix`), so the pair is exactly what the
+    matrices (:func:`leukoscreen.model.phases.with_hr`), so the pair is exactly what the
     dataset would have made from the recoloured image
     (``tests/test_data.py::test_colour_augment_degrades_the_recoloured_image``).
     """
@@ -462,18 +457,4 @@ def colour_augment(
     )
     identity = torch.tensor([j == ColourJitter() for j in jitters])[:, None, None, None]
     ycc = torch.where(identity, hr_ycc, _ycbcr_torch(recoloured))
-    height, width = ycc.shape[-2:]
-    down_rows = torch.from_numpy(resize_matrix(height, 1.0 / scale))
-    down_cols = torch.from_numpy(resize_matrix(width, 1.0 / scale))
-    up_rows = torch.from_numpy(resize_matrix(height // scale, float(scale)))
-    up_cols = torch.from_numpy(resize_matrix(width // scale, float(scale)))
-    lr_ycc = torch.einsum("Hh,nchw,Ww->ncHW", down_rows, ycc, down_cols)
-    up_ycc = torch.einsum("Hh,nchw,Ww->ncHW", up_rows, lr_ycc, up_cols)
-    out = dict(batch)
-    out["hr_ycbcr"] = ycc.float()
-    out["hr"] = ycc[:, :1].float()
-    out["lr_ycbcr"] = lr_ycc.float()
-    out["lr"] = lr_ycc[:, :1].float()
-    out["up_ycbcr"] = up_ycc.float()
-    out["up"] = up_ycc[:, :1].float()
-    return out
+    return with_hr(batch, ycc, scale)

@@ -47,6 +47,7 @@ from leukoscreen.model.device import (
 from leukoscreen.model.errors import CheckpointError, DataError, UsageError
 from leukoscreen.model.metrics import parsing_scores, psnr
 from leukoscreen.model.networks import build_network
+from leukoscreen.model.phases import phase_offsets, phase_shift
 from leukoscreen.model.sources import plain_folders, read_sources, split_samples
 
 TRAIN_FORMAT = "leukoscreen-train/1"
@@ -279,9 +280,12 @@ def _resume(
 def training_batch(
     train_set: SRDataset, indices: list[int], cfg: TrainConfig, epoch: int, dev: torch.device
 ) -> dict[str, torch.Tensor]:
-    """The batch at ``indices``, recoloured and flipped as ``cfg`` asks (a function of (seed,
-    epoch, image) alone), on ``dev``."""
+    """The batch at ``indices``, phase-shifted, recoloured and flipped as ``cfg`` asks (a
+    function of (seed, epoch, image) alone), on ``dev``."""
     batch = train_set.collate(indices)
+    if cfg.phase_augment:
+        offsets = phase_offsets(indices, seed=cfg.seed, epoch=epoch, scale=cfg.scale)
+        batch = phase_shift(batch, offsets, scale=cfg.scale)
     if cfg.colour_augment:
         jitters = colour_jitters(indices, seed=cfg.seed, epoch=epoch)
         batch = colour_augment(batch, jitters, scale=cfg.scale)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,8 +19,17 @@ from leukoscreen.pipeline.cli_options import ConfigOption
 from leukoscreen.pipeline.config import load_config, override_flags
 
 DEFAULT_TRAIN_DATA = Path("../shared/data/segmentation_WBC")
-FINE_TUNE = {"epochs": 100, "lr": 1e-4}
+FINE_TUNE = {
+    "epochs": 100,
+    "lr": 1e-4,
+    "lr_halve_every": 25,
+    "augment": True,
+    "phase_augment": True,
+}
 """``leukoscreen train --init`` defaults (``docs/model-card.md``, fine-tuning)."""
+PARSING_FINE_TUNE = {"epochs": 100, "lr": 1e-4, "lr_halve_every": 0}
+"""``leukoscreen train --init --parsing-only`` defaults (the model card's parsing recipes give
+their schedule and augmentation explicitly)."""
 
 TrainArch = Annotated[
     str | None,
@@ -90,6 +99,15 @@ TrainColourAugment = Annotated[
         show_default=False,
     ),
 ]
+TrainPhaseAugment = Annotated[
+    bool | None,
+    typer.Option(
+        "--phase-augment/--no-phase-augment",
+        help="Cut each training image at a random offset below the scale and degrade it again, "
+        "so each epoch shows each cell at another phase of the LR grid (on with --init).",
+        show_default=False,
+    ),
+]
 TrainMaskRepeat = Annotated[
     int | None,
     typer.Option(
@@ -109,7 +127,8 @@ TrainInit = Annotated[
         "default network), a network name (its shipped weights) or a weights file. The arch "
         "follows the weights. Masks are optional: without any, a prior network's parsing "
         "part is kept as shipped and only the SR part adapts. Unless given, fine-tuning "
-        f"uses --epochs {FINE_TUNE['epochs']}, --lr {FINE_TUNE['lr']:g} held constant, and "
+        f"uses --epochs {FINE_TUNE['epochs']}, --lr {FINE_TUNE['lr']:g}, --lr-halve-every "
+        f"{FINE_TUNE['lr_halve_every']}, --augment and --phase-augment, and "
         "(without --parsing-only) cuts a plain image folder 90 % train / 10 % validation "
         "(train.lab_split; known data sets keep their splits).",
         show_default=False,
@@ -202,6 +221,22 @@ EvaluateFigures = Annotated[
 ]
 
 
+def with_fine_tune_defaults(
+    flags: dict[str, tuple[str, Any]], *, parsing_only: bool
+) -> dict[str, tuple[str, Any]]:
+    """``train_cmd``'s flags for a fine-tuning run (``--init``): each :data:`FINE_TUNE` setting
+    (:data:`PARSING_FINE_TUNE` with ``--parsing-only``) the user did not give takes its
+    fine-tuning default, and a plain image folder is cut 90 / 10 (``train.lab_split``) unless
+    only the parsing map trains."""
+    out = dict(flags)
+    for key, value in (PARSING_FINE_TUNE if parsing_only else FINE_TUNE).items():
+        flag = "--" + key.replace("_", "-")
+        setting, given = out[flag]
+        out[flag] = (setting, value if given is None else given)
+    out["--init (a lab's folder)"] = ("train.lab_split", None if parsing_only else True)
+    return out
+
+
 def train_cmd(
     arch: TrainArch = None,
     scale: TrainScale = None,
@@ -213,6 +248,7 @@ def train_cmd(
     seed: TrainSeed = None,
     augment: TrainAugment = None,
     colour_augment: TrainColourAugment = None,
+    phase_augment: TrainPhaseAugment = None,
     mask_repeat: TrainMaskRepeat = None,
     lr_halve_every: TrainLrHalveEvery = None,
     init: TrainInit = None,
@@ -229,37 +265,34 @@ def train_cmd(
     from leukoscreen.model.train import train
 
     base = load_config(config)
-    arch_kwargs, lab_split = None, None
+    arch_kwargs = None
     if init is not None and arch not in GAN_ARCHS:  # a GAN's --init is its generator's start
         from leukoscreen.model.checkpoint import load_init
 
         initial = load_init(init, scale if scale is not None else base.train.scale)
         arch = arch or initial.arch
         arch_kwargs = dict(initial.meta.get("arch_kwargs", {}))
-        epochs = epochs if epochs is not None else int(FINE_TUNE["epochs"])
-        lr = lr if lr is not None else float(FINE_TUNE["lr"])
-        lr_halve_every = lr_halve_every if lr_halve_every is not None else 0
-        lab_split = None if parsing_only else True
-    cfg = override_flags(
-        base,
-        {
-            "--init": ("train.init", init),
-            "--arch": ("train.arch", arch),
-            "--scale": ("train.scale", scale),
-            "--epochs": ("train.epochs", epochs),
-            "--batch-size": ("train.batch_size", batch_size),
-            "--lr": ("train.lr", lr),
-            "--seed": ("train.seed", seed),
-            "--augment": ("train.augment", augment),
-            "--colour-augment": ("train.colour_augment", colour_augment),
-            "--mask-repeat": ("train.mask_repeat", mask_repeat),
-            "--lr-halve-every": ("train.lr_halve_every_epochs", lr_halve_every),
-            "--parsing-only": ("train.parsing_only", parsing_only or None),
-            "--init (a lab's folder)": ("train.lab_split", lab_split),
-            "--pixel-epochs": ("train.pixel_epochs", pixel_epochs),
-            "--adversarial-weight": ("train.adversarial_weight", adversarial_weight),
-        },
-    ).train
+    flags = {
+        "--init": ("train.init", init),
+        "--arch": ("train.arch", arch),
+        "--scale": ("train.scale", scale),
+        "--epochs": ("train.epochs", epochs),
+        "--batch-size": ("train.batch_size", batch_size),
+        "--lr": ("train.lr", lr),
+        "--seed": ("train.seed", seed),
+        "--augment": ("train.augment", augment),
+        "--colour-augment": ("train.colour_augment", colour_augment),
+        "--phase-augment": ("train.phase_augment", phase_augment),
+        "--mask-repeat": ("train.mask_repeat", mask_repeat),
+        "--lr-halve-every": ("train.lr_halve_every_epochs", lr_halve_every),
+        "--parsing-only": ("train.parsing_only", parsing_only or None),
+        "--init (a lab's folder)": ("train.lab_split", None),
+        "--pixel-epochs": ("train.pixel_epochs", pixel_epochs),
+        "--adversarial-weight": ("train.adversarial_weight", adversarial_weight),
+    }
+    if arch_kwargs is not None:  # fine-tuning
+        flags = with_fine_tune_defaults(flags, parsing_only=parsing_only)
+    cfg = override_flags(base, flags).train
     run_dir = out if out is not None else Path("runs") / f"{cfg.arch}_x{cfg.scale}"
     sources = data or [DEFAULT_TRAIN_DATA]
     if cfg.arch in GAN_ARCHS:  # the generator's size follows its --init weights

@@ -148,6 +148,36 @@ def test_train_a_gan_from_a_weights_file(
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 3
 
 
+def test_fine_tuning_defaults_of_train_init(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, cells: Path, train_toml: Path
+) -> None:
+    """``--init FILE`` on a lab's folder: the arch follows the weights and the fine-tuning
+    defaults apply (``docs/model-card.md``, fine-tuning); an explicit flag still wins."""
+    tiny = {"num_features": 4, "num_blocks": 1, "unet_widths": (4, 8), "condition_features": 4}
+    start = tmp_path / "gpsft.pt"
+    save_weights(build_network("gpsft", scale=4, **tiny), start, arch="gpsft", scale=4,
+                 arch_kwargs=tiny)  # fmt: skip
+    common = ["--init", str(start), "--scale", "4", "--data", str(cells), "--epochs", "1"]
+    common += ["--device", "cpu", "--config", str(train_toml)]
+    assert main(["train", *common, "--out", str(tmp_path / "a")]) == 0
+    config = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["config"]
+    assert config["arch"] == "gpsft" and config["lr"] == 1e-4
+    assert config["lr_halve_every_epochs"] == 25
+    assert config["augment"] is True and config["phase_augment"] is True
+    assert config["lab_split"] is True
+    args = ["--no-phase-augment", "--lr-halve-every", "0", "--out", str(tmp_path / "b")]
+    assert main(["train", *common, *args]) == 0
+    config = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["config"]
+    assert config["phase_augment"] is False and config["lr_halve_every_epochs"] == 0
+    # only the parsing map: the schedule of before, no phase shift, the data set's own split
+    assert main(["train", *common, "--parsing-only", "--out", str(tmp_path / "c")]) == 0
+    config = torch.load(tmp_path / "c" / "last.pt", weights_only=True)["config"]
+    assert config["parsing_only"] is True and config["lr"] == 1e-4
+    assert config["lr_halve_every_epochs"] == 0 and config["phase_augment"] is False
+    assert config["augment"] is False and config["lab_split"] is False
+    capsys.readouterr()
+
+
 def test_train_default_run_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cells: Path, train_toml: Path
 ) -> None:

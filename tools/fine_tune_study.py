@@ -52,7 +52,9 @@ def study(
     work: Path,
     epochs: int = int(FINE_TUNE["epochs"]),
     lr: float = float(FINE_TUNE["lr"]),
+    lr_halve_every: int = int(FINE_TUNE["lr_halve_every"]),
     batch_size: int = int(FINE_TUNE.get("batch_size", 8)),
+    phase_augment: bool = bool(FINE_TUNE["phase_augment"]),
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run the study; returns the JSON document."""
@@ -77,11 +79,12 @@ def study(
             scale=scale,
             epochs=epochs,
             lr=lr,
-            lr_halve_every_epochs=0,
+            lr_halve_every_epochs=lr_halve_every,
             batch_size=batch_size,
             init=init,
             lab_split=True,  # as `leukoscreen train --init` sets it
-            augment=True,
+            augment=bool(FINE_TUNE["augment"]),
+            phase_augment=phase_augment,
         )
         started = time.perf_counter()
         result = train(
@@ -113,7 +116,9 @@ def study(
         f"--init {init}",
         f"--epochs {epochs}",
         f"--lr {lr:g}",
+        f"--lr-halve-every {lr_halve_every}",
         f"--batch-size {batch_size}",
+        "--phase-augment" if phase_augment else "--no-phase-augment",
     ]
     return {
         "command": "python tools/fine_tune_study.py " + " ".join(arguments),
@@ -125,15 +130,24 @@ def study(
         "fine_tune": {
             "epochs": epochs,
             "lr": lr,
+            "lr_halve_every": lr_halve_every,
             "batch_size": batch_size,
             "lab_split": True,
-            "augment": True,
+            "augment": bool(FINE_TUNE["augment"]),
+            "phase_augment": phase_augment,
             "precision": "auto",
         },
         "bicubic_psnr": shipped.value(scale, "bicubic", "psnr"),
         "shipped_psnr": shipped.value(scale, initial.arch, "psnr"),
         "runs": runs,
     }
+
+
+def run_name(args: argparse.Namespace) -> str:
+    """The study's folder under ``--work``: one per setting, so settings never share runs."""
+    phase = "_phase" if args.phase_augment else ""
+    schedule = f"e{args.epochs}_b{args.batch_size}_h{args.lr_halve_every}"
+    return f"{args.source}_x{args.scale}_{schedule}{phase}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,18 +163,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=int(FINE_TUNE["epochs"]))
     parser.add_argument("--lr", type=float, default=float(FINE_TUNE["lr"]))
     parser.add_argument(
+        "--lr-halve-every",
+        type=int,
+        default=int(FINE_TUNE["lr_halve_every"]),
+        help="halve the learning rate every N epochs (0: held constant)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=int(FINE_TUNE.get("batch_size", 8)),
         help="images per step",
     )
+    parser.add_argument(
+        "--phase-augment",
+        action=argparse.BooleanOptionalAction,
+        default=bool(FINE_TUNE["phase_augment"]),
+        help="shift each cell to another phase of the LR grid every epoch",
+    )
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     doc = study(
         args.source, args.data, scale=args.scale, n_test=args.n_test, init=args.init,
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        sizes=[int(s) for s in args.sizes.split(",")],
-        work=args.work / f"{args.source}_x{args.scale}_e{args.epochs}_b{args.batch_size}",
+        epochs=args.epochs, lr=args.lr, lr_halve_every=args.lr_halve_every,
+        batch_size=args.batch_size, phase_augment=args.phase_augment,
+        sizes=[int(s) for s in args.sizes.split(",")], work=args.work / run_name(args),
     )  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
