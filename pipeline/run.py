@@ -323,6 +323,12 @@ def _detect_into(
             f"leukoscreen: warning: {slide.path}: no stained foreground found (blank or "
             "unstained slide?); the store will hold zero cells"
         )
+    elif stain.leukocyte_rich:
+        log(
+            f"leukoscreen: {slide.path}: leukocytes are a large share of the stain here (a slide "
+            "of single-cell images?): its red cells were estimated beneath the nuclei "
+            "(detection.stain.leukocyte_rich)"
+        )
     store.write_table(
         table_columns(cells, mpp=slide.mpp),
         compression_level=config.output.compression_level,

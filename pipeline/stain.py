@@ -16,6 +16,24 @@ here is a colour constant; everything is measured on the slide:
    extreme angles instead; here the nuclei are too rare on a real smear — about 1 px in 1,000 —
    for extreme angles to find them), and the median density of that dense foreground is the
    red-cell density ``d_r``, the slide's unit of density.
+
+   *A sample rich in leukocytes* breaks the "red cells are the most common dense stain" rule: on
+   a slide made of single-cell images (a CellaVision-type source: every field a leukocyte, its
+   nucleus two to seven times as dense as the red cells and up to a third of the stained pixels)
+   the dense foreground is mostly nuclei, the vector above is the nuclei's, and they show no
+   contrast. The sign is that few pixels (under :data:`LEUKOCYTE_RICH_SHARE`) would be nucleus.
+   Then the estimate is made again from the *whole* stained foreground (at least half its median
+   density), leaving out what the last estimate calls nucleus, until that set stops changing
+   (:func:`_beneath_the_nuclei`). The result is kept (``StainEstimate.leukocyte_rich``) only
+   where it turns the vector by at least :data:`MIN_TURN_DEG`, is less dense but at least
+   :data:`RED_CELL_FLOOR` times the foreground's floor (paler is plasma or red-cell ghosts: on
+   small BCCD fields at 1 um/px the look went to 0.18-0.26 OD and took overlapping red cells for
+   nuclei), and calls at most :data:`MAX_NUCLEUS_SHARE` of the stain nucleus. On a smear the
+   first estimate already finds its nuclei, platelets and red-cell overlaps (8-10 % of the
+   stained pixels sampled from each test mosaic of ``../shared/data``; a median of 9 % on a BCCD
+   field, 3 % on a DeepBioNet field, whose look is then refused), so it stays as it is. The look
+   is taken on a slide's (or a field's) estimate, not on the squares of
+   :mod:`leukoscreen.pipeline.renditions` (``second_look``).
 3. **Nucleus contrast** of a pixel, in units of that slide's red cells: how far its optical
    density lies from the red-cell line, ``|od - (od . v_r) v_r| / d_r`` (another hue: a purple
    nucleus among pink red cells), and how much darker it is than a red cell along that line,
@@ -37,7 +55,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +64,12 @@ from scipy import ndimage as ndi
 MIN_FOREGROUND_PX = 200  # fewer stained pixels than this: no stain can be estimated
 TINT_TOLERANCE_OD = 0.15  # plasma casts (off the red-cell hue) below this are left alone
 MAX_TINTED_SHARE = 0.5  # more of the plasma cast than this: no one background to correct to
+LEUKOCYTE_RICH_SHARE = 0.05  # fewer would-be nucleus pixels than this: look again
+MAX_NUCLEUS_SHARE = 0.5  # ... and the second look refused where more of the stain would be nucleus
+MIN_TURN_DEG = 5.0  # ... or where it turns the red-cell vector by less than this
+RED_CELL_FLOOR = 2.0  # ... or where its red cells are less dense than this many foreground floors
+SECOND_LOOK_ROUNDS = 8  # most rounds of the second look
+CHECK_SCALES = (0.4, 2.0, 1.0)  # residual_scale, darkness_scale, threshold: DetectConfig's defaults
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,8 @@ class StainEstimate:
             rendition, each made from the stain windows it explains best; cells are then found
             under each and confirmed with the stain of their own neighbourhood
             (:func:`leukoscreen.pipeline.renditions.confirm_locally`). Empty otherwise.
+        leukocyte_rich: the first estimate lay on the nuclei of a sample rich in leukocytes and
+            was made again beneath them (module docstring, step 2).
     """
 
     background_rgb: tuple[float, float, float]
@@ -76,6 +102,7 @@ class StainEstimate:
     n_pixels: int
     tinted_share: float = 0.0
     renditions: tuple[StainEstimate, ...] = ()
+    leukocyte_rich: bool = False
 
     @property
     def has_foreground(self) -> bool:
@@ -105,6 +132,7 @@ class StainEstimate:
             int(attrs["n_pixels"]),
             float(attrs.get("tinted_share", 0.0)),  # stores before the tint correction: 0
             tuple(cls.from_attrs(r) for r in attrs.get("renditions", ())),
+            bool(attrs.get("leukocyte_rich", False)),  # stores before the second look: False
         )
 
 
@@ -131,6 +159,7 @@ def estimate_stain(
     max_pixels: int = 400_000,
     seed: int = 0,
     background_rgb: tuple[float, float, float] | None = None,
+    second_look: bool = True,
 ) -> StainEstimate:
     """Estimate background, red-cell stain and density from a slide's pixels.
 
@@ -142,6 +171,8 @@ def estimate_stain(
         foreground_min_od: optical-density norm above which a pixel is stained foreground.
         max_pixels: a seeded random subset of at most this many pixels is used.
         seed: seed of that subset.
+        second_look: look again beneath the nuclei where the sample is rich in leukocytes
+            (module docstring, step 2).
 
     Returns:
         The estimate; ``has_foreground`` is false with fewer than ``MIN_FOREGROUND_PX`` stained
@@ -173,15 +204,70 @@ def estimate_stain(
     # Red cells: the foreground at least half as dense as its 90th percentile, so that a faintly
     # coloured plasma (where glass is the brightest part of the sample) is not taken for them.
     dense = norm >= max(foreground_min_od, 0.5 * float(np.quantile(norm[fg], 0.9)))
-    direction = np.median(od[dense] / norm[dense, None], axis=0)
+    first = _median_stain(od, norm, dense, StainEstimate(background, (0.0, 0.0, 0.0), 0.0,
+                                                         n_fg / n, n))  # fmt: skip
+    if not second_look:
+        return first
+    return _beneath_the_nuclei(flat, od, norm, fg, first, foreground_min_od)
+
+
+def _median_stain(
+    od: np.ndarray, norm: np.ndarray, chosen: np.ndarray, base: StainEstimate
+) -> StainEstimate:
+    """``base`` with the median direction and density of the ``chosen`` pixels as its red cells."""
+    direction = np.median(od[chosen] / norm[chosen, None], axis=0)
     direction /= max(float(np.linalg.norm(direction)), 1e-12)
-    return StainEstimate(
-        background,
-        (float(direction[0]), float(direction[1]), float(direction[2])),
-        float(np.median(norm[dense])),
-        n_fg / n,
-        n,
+    return replace(
+        base,
+        red_cell_od=(float(direction[0]), float(direction[1]), float(direction[2])),
+        red_cell_density=float(np.median(norm[chosen])),
     )
+
+
+def _beneath_the_nuclei(
+    flat: np.ndarray,
+    od: np.ndarray,
+    norm: np.ndarray,
+    fg: np.ndarray,
+    first: StainEstimate,
+    min_od: float,
+) -> StainEstimate:
+    """The second look of a sample rich in leukocytes (module docstring, step 2).
+
+    Args:
+        flat: (n, 3) uint8 pixels; ``od``, ``norm``: their optical density and its norm.
+        fg: (n,) the stained foreground.
+        first: the estimate from the dense foreground.
+        min_od: the foreground's optical-density floor.
+
+    Returns:
+        ``first``, or the estimate made beneath the nuclei with ``leukocyte_rich`` set.
+    """
+    residual_scale, darkness_scale, threshold = CHECK_SCALES
+
+    def nuclear(stain: StainEstimate) -> np.ndarray:
+        contrast = nucleus_contrast(flat[None], stain, residual_scale=residual_scale,
+                                    darkness_scale=darkness_scale)[0]  # fmt: skip
+        return contrast >= threshold
+
+    if float(nuclear(first)[fg].mean()) >= LEUKOCYTE_RICH_SHARE:
+        return first  # it finds nuclei: a smear's estimate
+    keep, stain = fg, first
+    for _ in range(SECOND_LOOK_ROUNDS):
+        chosen = keep & (norm >= max(min_od, 0.5 * float(np.quantile(norm[keep], 0.5))))
+        stain = _median_stain(od, norm, chosen, first)
+        left = fg & ~nuclear(stain)
+        if int(left.sum()) < MIN_FOREGROUND_PX or np.array_equal(left, keep):
+            break
+        keep = left
+    share = 1.0 - float(left[fg].mean())
+    if (
+        angle_deg(stain.red_cell_od, first.red_cell_od) < MIN_TURN_DEG
+        or not RED_CELL_FLOOR * min_od <= stain.red_cell_density < first.red_cell_density
+        or not 2 * LEUKOCYTE_RICH_SHARE <= share <= MAX_NUCLEUS_SHARE
+    ):
+        return first
+    return replace(stain, leukocyte_rich=True)
 
 
 def bright_background(pixels: np.ndarray, *, quantile: float = 0.9) -> tuple[float, float, float]:

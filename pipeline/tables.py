@@ -45,6 +45,8 @@ class DetectSummary:
     def describe(self) -> str:
         """One line for the terminal."""
         warning = "" if self.stain.has_foreground else " (no stained foreground: blank slide?)"
+        if self.stain.leukocyte_rich:
+            warning = " (rich in leukocytes: red cells estimated beneath the nuclei)"
         return (
             f"{self.slide}: {self.n_cells} leukocytes{warning} -> {self.table} "
             f"({self.seconds:.1f} s)"

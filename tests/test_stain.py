@@ -242,3 +242,97 @@ def test_bad_arguments(kwargs, message):
     call = {"pixels": np.zeros((4, 3), np.uint8), **kwargs}
     with pytest.raises(ValueError, match=message):
         estimate_stain(**call)
+
+
+def synthesise_cell_images(side: int = 4, *, seed: int = 0) -> tuple[np.ndarray, list]:
+    """A slide made of single-cell images: ``side`` x ``side`` tiles of 40 px (20 um), each a
+    leukocyte (the nucleus and pale cytoplasm of :func:`synthesise_field`) with a red cell in
+    each corner. Nuclei are about a fifth of the stained pixels, against about 1 in 1,000 on a
+    smear. Returns the field and the nucleus centres."""
+    rng = np.random.default_rng(seed)
+    shape = (40 * side, 40 * side)
+    od = np.zeros((*shape, 3))
+    red, nuc = _unit(RED_OD), _unit(NUCLEUS_OD)
+    centres = []
+    for tile_row in range(side):
+        for tile_col in range(side):
+            top, left = 40 * tile_row, 40 * tile_col
+            for dr, dc in ((6, 6), (6, 34), (34, 6), (34, 34)):
+                rr, cc = disk((top + dr, left + dc), 6.5, shape=shape)
+                od[rr, cc] = red * RED_DENSITY * rng.uniform(0.9, 1.1)
+            centre = (top + 20, left + 20)
+            rr, cc = disk(centre, 11.0, shape=shape)
+            od[rr, cc] = red * 0.15
+            rr, cc = disk(centre, 8.0, shape=shape)
+            od[rr, cc] = nuc * NUCLEUS_DENSITY
+            centres.append(centre)
+    rgb = _render((232.0, 224.0, 206.0), od) + rng.normal(0, 1.5, (*shape, 3))
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8), centres
+
+
+def test_a_slide_of_single_cell_images_gets_its_red_cells_from_beneath_the_nuclei():
+    rgb, centres = synthesise_cell_images()
+    # The dense foreground is the nuclei here: its median direction is the nucleus stain, under
+    # which no nucleus shows any contrast (what the detector did on CellaVision-type images).
+    od = optical_density(rgb.reshape(-1, 3), (232.0, 224.0, 206.0))
+    norm = np.linalg.norm(od, axis=1)
+    dense = norm >= 0.5 * np.quantile(norm[norm > 0.15], 0.9)
+    assert angle_deg(tuple(np.median(od[dense] / norm[dense, None], axis=0)),
+                     tuple(NUCLEUS_OD)) < 3.0  # fmt: skip
+    est = estimate_stain(rgb)
+    # Bound: the red-cell direction within 3 degrees and its density within 15 %, as on a smear.
+    assert est.leukocyte_rich
+    assert angle_deg(est.red_cell_od, tuple(_unit(RED_OD))) < 3.0, est
+    assert est.red_cell_density == pytest.approx(RED_DENSITY, rel=0.15)
+    found = detect_leukocytes(rgb, mpp=MPP)
+    assert len(found) == len(centres) == 16
+    expected = np.array(sorted(centres), np.float64)
+    got = np.stack([found.row, found.col], axis=1)
+    got = got[np.lexsort((got[:, 1].round(-1), got[:, 0].round(-1)))]  # by tile
+    np.testing.assert_allclose(got, expected, atol=1.5)
+    on_the_nuclei = replace(est, red_cell_od=tuple(_unit(NUCLEUS_OD)), red_cell_density=1.2)
+    assert len(detect_leukocytes(rgb, mpp=MPP, stain=on_the_nuclei)) == 0
+
+
+def test_a_smear_keeps_its_first_estimate():
+    """Red cells by far the most common stain: the second look is not taken, and the estimate
+    is the dense foreground's median, as it always was."""
+    rgb = synthesise_field(nuclei=[(60, 60), (140, 170)])
+    est = estimate_stain(rgb)
+    assert not est.leukocyte_rich
+    od = optical_density(rgb.reshape(-1, 3), est.background_rgb)
+    norm = np.linalg.norm(od, axis=1)
+    dense = norm >= max(0.15, 0.5 * np.quantile(norm[norm > 0.15], 0.9))
+    direction = np.median(od[dense] / norm[dense, None], axis=0)
+    np.testing.assert_allclose(est.red_cell_od, direction / np.linalg.norm(direction), atol=1e-6)
+    assert est.red_cell_density == pytest.approx(float(np.median(norm[dense])), rel=1e-6)
+
+
+def test_leukocyte_rich_is_saved_and_read_back():
+    est = estimate_stain(synthesise_cell_images()[0])
+    assert est.to_attrs()["leukocyte_rich"] is True
+    assert StainEstimate.from_attrs(est.to_attrs()).leukocyte_rich
+    older = {k: v for k, v in est.to_attrs().items() if k != "leukocyte_rich"}
+    assert StainEstimate.from_attrs(older).leukocyte_rich is False  # a store made before it
+
+
+def test_the_second_look_never_takes_a_pale_plasma_for_the_red_cells():
+    """Glass at one edge, a yellow plasma (0.2 OD) over the rest and red cells on it, no
+    leukocyte: the first estimate calls almost nothing nucleus, and the stained foreground's
+    lower half is plasma. Red cells paler than twice the foreground floor (0.3 OD) are refused,
+    so the estimate stays on the red cells instead of flagging every one of them."""
+    rng = np.random.default_rng(3)
+    shape = (200, 240)
+    od = np.zeros((*shape, 3))
+    od[:, 40:] = _unit(np.array([0.05, 0.25, 0.97])) * 0.2  # the plasma; columns < 40: glass
+    for _ in range(60):
+        row, col = rng.uniform(0, shape[0]), rng.uniform(50, shape[1])
+        rr, cc = disk((row, col), 7.5, shape=shape)
+        od[rr, cc] = _unit(RED_OD) * RED_DENSITY * rng.uniform(0.9, 1.1)
+    rgb = np.clip(np.round(_render((240.0, 240.0, 240.0), od) + rng.normal(0, 1.0, (*shape, 3))),
+                  0, 255).astype(np.uint8)  # fmt: skip
+    est = estimate_stain(rgb)
+    assert not est.leukocyte_rich
+    assert angle_deg(est.red_cell_od, tuple(_unit(RED_OD))) < 8.0, est
+    assert est.red_cell_density > 0.3
+    assert len(detect_leukocytes(rgb, mpp=MPP)) == 0
