@@ -336,3 +336,11 @@ def test_the_second_look_never_takes_a_pale_plasma_for_the_red_cells():
     assert angle_deg(est.red_cell_od, tuple(_unit(RED_OD))) < 8.0, est
     assert est.red_cell_density > 0.3
     assert len(detect_leukocytes(rgb, mpp=MPP)) == 0
+
+
+def test_the_second_look_judges_nuclei_by_the_detectors_defaults():
+    from leukoscreen.pipeline.config import DetectConfig
+    from leukoscreen.pipeline.stain import CHECK_SCALES
+
+    cfg = DetectConfig()
+    assert (cfg.residual_scale, cfg.darkness_scale, cfg.nucleus_threshold) == CHECK_SCALES
