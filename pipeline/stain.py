@@ -19,7 +19,7 @@ here is a colour constant; everything is measured on the slide:
 
    *A sample rich in leukocytes* breaks the "red cells are the most common dense stain" rule: on
    a slide made of single-cell images (a CellaVision-type source: every field a leukocyte, its
-   nucleus two to seven times as dense as the red cells and up to a third of the stained pixels)
+   nucleus three to seven times as dense as the red cells and a sixth of the stained pixels)
    the dense foreground is mostly nuclei, the vector above is the nuclei's, and they show no
    contrast. The sign is that few pixels (under :data:`LEUKOCYTE_RICH_SHARE`) would be nucleus.
    Then the estimate is made again from the *whole* stained foreground (at least half its median
