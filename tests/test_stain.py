@@ -36,6 +36,15 @@ def _render(background: tuple[float, float, float], od: np.ndarray) -> np.ndarra
     return np.asarray(background) * np.exp(-od)
 
 
+def _paint_leukocyte(od: np.ndarray, centre: tuple[int, int]) -> None:
+    """An 8 um nucleus of density ``NUCLEUS_DENSITY`` along ``NUCLEUS_OD`` in a pale cytoplasm
+    (11 px radius), painted into ``od`` (H, W, 3) at 0.5 um/px."""
+    rr, cc = disk(centre, 11.0, shape=od.shape[:2])
+    od[rr, cc] = _unit(RED_OD) * 0.15  # a pale cytoplasm
+    rr, cc = disk(centre, 8.0, shape=od.shape[:2])
+    od[rr, cc] = _unit(NUCLEUS_OD) * NUCLEUS_DENSITY
+
+
 def synthesise_field(
     background: tuple[float, float, float] = (232.0, 224.0, 206.0),
     *,
@@ -50,18 +59,15 @@ def synthesise_field(
     rng = np.random.default_rng(seed)
     shape = (200, 240)
     od = np.zeros((*shape, 3))
-    red, nuc = _unit(RED_OD), _unit(NUCLEUS_OD)
+    red = _unit(RED_OD)
     for _ in range(180):
         row, col = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
         rr, cc = disk((row, col), 7.5, shape=shape)
         od[rr, cc] = red * RED_DENSITY * rng.uniform(0.9, 1.1)
         rr, cc = disk((row, col), 3.0, shape=shape)
         od[rr, cc] = red * RED_DENSITY * 0.6
-    for row, col in nuclei or []:
-        rr, cc = disk((row, col), 11.0, shape=shape)
-        od[rr, cc] = red * 0.15  # a pale cytoplasm
-        rr, cc = disk((row, col), 8.0, shape=shape)
-        od[rr, cc] = nuc * NUCLEUS_DENSITY
+    for centre in nuclei or []:
+        _paint_leukocyte(od, centre)
     rgb = _render(background, od) + rng.normal(0, 1.5, (*shape, 3))
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
@@ -252,7 +258,7 @@ def synthesise_cell_images(side: int = 4, *, seed: int = 0) -> tuple[np.ndarray,
     rng = np.random.default_rng(seed)
     shape = (40 * side, 40 * side)
     od = np.zeros((*shape, 3))
-    red, nuc = _unit(RED_OD), _unit(NUCLEUS_OD)
+    red = _unit(RED_OD)
     centres = []
     for tile_row in range(side):
         for tile_col in range(side):
@@ -261,10 +267,7 @@ def synthesise_cell_images(side: int = 4, *, seed: int = 0) -> tuple[np.ndarray,
                 rr, cc = disk((top + dr, left + dc), 6.5, shape=shape)
                 od[rr, cc] = red * RED_DENSITY * rng.uniform(0.9, 1.1)
             centre = (top + 20, left + 20)
-            rr, cc = disk(centre, 11.0, shape=shape)
-            od[rr, cc] = red * 0.15
-            rr, cc = disk(centre, 8.0, shape=shape)
-            od[rr, cc] = nuc * NUCLEUS_DENSITY
+            _paint_leukocyte(od, centre)
             centres.append(centre)
     rgb = _render((232.0, 224.0, 206.0), od) + rng.normal(0, 1.5, (*shape, 3))
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8), centres

@@ -35,6 +35,7 @@ from build_example import write_svs
 from detection_scores import score_slide
 from mosaic import COLOUR_SHIFTS, build_mosaic, shift_colours
 
+from leukoscreen.model.data import read_image_folder
 from leukoscreen.model.fields import Field, source_mpp
 from leukoscreen.pipeline.config import DetectConfig
 from leukoscreen.pipeline.stain import bright_background
@@ -44,17 +45,19 @@ YELLOW_BLUE_RATIO = 0.85  # the plasma's blue below this share of its red: a yel
 
 
 def read_cell_images(root: Path, dataset: int) -> dict[str, list[Field]]:
-    """One dataset's images as fields with their mask's box: ``all``, ``white``, ``yellow``."""
-    import imageio.v3 as iio
+    """One dataset's images as fields with their mask's box: ``all``, ``white``, ``yellow``.
 
+    Images and masks are read by :func:`leukoscreen.model.data.read_image_folder`, as training
+    reads them (masks snapped to nucleus / cytoplasm / background)."""
+    folder = root / f"Dataset {dataset}"
     groups: dict[str, list[Field]] = {"all": [], "white": [], "yellow": []}
-    for image in sorted((root / f"Dataset {dataset}").glob("*.bmp")):
-        mask = np.asarray(iio.imread(image.with_suffix(".png")))
-        mask = mask[..., 0] if mask.ndim == 3 else mask
-        rows, cols = np.nonzero(mask > 64)  # nucleus 255, cytoplasm 128 (data README)
+    for sample in read_image_folder(folder, source=f"segwbc{dataset}"):
+        assert sample.labels is not None, f"{sample.image_id}: every image here has a mask"
+        rows, cols = np.nonzero(sample.labels)  # nucleus or cytoplasm
         box = np.array([[rows.min(), cols.min(), rows.max() + 1, cols.max() + 1]], np.float64)
-        cell = Field(f"segwbc{dataset}-{image.stem}", f"segwbc{dataset}", image, box)
-        plasma = bright_background(cell.read_rgb())
+        stem = sample.image_id.removeprefix(f"{sample.source}-")
+        cell = Field(sample.image_id, sample.source, folder / f"{stem}.bmp", box)
+        plasma = bright_background(sample.rgb)
         groups["all"].append(cell)
         groups["yellow" if plasma[2] < YELLOW_BLUE_RATIO * plasma[0] else "white"].append(cell)
     return groups if dataset == 1 else {"all": groups["all"]}
